@@ -1,0 +1,55 @@
+"""The ``loupe`` command line: also the scripting interface (spellings in design.md).
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds
+its parser and sets ``func`` to a ``run(args) -> int``. Library code never prints or
+exits; only this package does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from engine.errors import LoupeError
+
+# Sub-command modules under engine.cli, in the order ``loupe --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "inspect_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loupe",
+        description="Train and inspect image classifiers on your own workstation, offline.",
+    )
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"loupe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"engine.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LoupeError as err:
+        print(f"loupe {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"loupe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

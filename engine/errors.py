@@ -1,0 +1,38 @@
+"""One error hierarchy for the whole engine.
+
+Every message names the file or value at fault and, where there is a choice, lists the
+allowed options, so the CLI can print ``str(err)`` and the desktop can show it verbatim.
+"""
+
+from __future__ import annotations
+
+
+class LoupeError(Exception):
+    """Base class: anything Loupe reports to a user as a plain message."""
+
+
+class DatasetError(LoupeError):
+    """The image folder, a label rule or a split cannot be used as asked."""
+
+
+class ConfigError(LoupeError):
+    """A setting (CLI option, project file, training config) has an invalid value."""
+
+
+class ModelFileError(LoupeError):
+    """A model bundle or weights file is missing, malformed or unsafe."""
+
+
+class WeightsError(LoupeError):
+    """Pretrained weights could not be found, imported or downloaded."""
+
+
+class TrainingError(LoupeError):
+    """Training stopped for a reason the user can act on (advice is in the message)."""
+
+
+class CancelledError(LoupeError):
+    """Raised inside long operations when their cancel token is set."""
+
+    def __init__(self, message: str = "cancelled by the user") -> None:
+        super().__init__(message)

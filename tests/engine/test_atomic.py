@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine import atomic
+
+
+def test_atomic_json_round_trip_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "project.json"
+    atomic.atomic_write_json(target, {"a": 1})
+    atomic.atomic_write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["project.json"]
+
+
+def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    atomic.atomic_write_json(target, {"ok": True})
+
+    def boom(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic.atomic_write_json(target, {"ok": False})
+    assert json.loads(target.read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]

@@ -1,0 +1,49 @@
+"""engine/ must stay GUI-free: importing all of it must not load PySide6 or desktop."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import engine
+
+ENGINE_DIR = Path(engine.__file__).parent
+
+
+def _engine_modules() -> list[str]:
+    return [
+        m.name
+        for m in pkgutil.walk_packages([str(ENGINE_DIR)], prefix="engine.")
+        if m.name != "engine.__main__"
+    ]
+
+
+def test_engine_has_modules_to_check():
+    assert "engine.events" in _engine_modules()
+
+
+def test_importing_every_engine_module_loads_no_qt():
+    modules = _engine_modules()
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'desktop', 'shiboken6'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"engine imported Qt/desktop modules: {out}"
+
+
+def test_no_engine_source_mentions_qt_imports():
+    offenders = []
+    for path in ENGINE_DIR.rglob("*.py"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("import PySide6", "from PySide6", "import desktop", "from desktop")):
+                offenders.append(f"{path}: {stripped}")
+    assert offenders == []
