@@ -17,6 +17,14 @@ from engine.errors import LoupeError
 # Sub-command modules under engine.cli, in the order ``loupe --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect_cmd",
+    "train_cmd",
+    "lr_find_cmd",
+    "evaluate_cmd",
+    "weights_cmd",
+    "predict_cmd",
+    "predict_folder_cmd",
+    "analyze_cmd",
+    "export_cmd",
 )
 
 

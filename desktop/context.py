@@ -1,0 +1,251 @@
+"""The state every page shares, and the signals that tell pages it changed.
+
+Pages never talk to each other directly: the Data page sets ``prepared`` and emits
+``dataPrepared``, the Train page listens; training sets the model and emits
+``modelChanged``, the Predict page listens. All engine work goes through ``runner``
+(desktop/workers.py), so nothing here blocks the GUI thread for long.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from desktop.workers import EngineWorker, WorkerRunner
+from engine.errors import DatasetError, LoupeError
+
+log = logging.getLogger(__name__)
+
+# The sample is laid out like fastai's Oxford-IIIT Pets: animals Capitalized, food
+# lowercase, so lesson 1's "first letter uppercase" rule labels it.
+SAMPLE_LABEL_SPEC = "upper:animal,food"
+
+
+@dataclass(frozen=True)
+class DataState:
+    """What the Data page shows: each stage's result so far, and why the next failed."""
+
+    scan: Any = None  # engine.scan.ScanResult
+    labelling: Any = None  # engine.labels.Labelling
+    plan: Any = None  # engine.splits.SplitPlan
+    error: str = ""
+    prepared: Any = None  # engine.dataset.PreparedData, when train/valid are usable
+
+
+def label_and_split(
+    scan: Any, spec: Any, *, on_event: Any = None, cancel: Any = None
+) -> DataState:
+    """Label and split an existing scan; a rule or split that fails is reported in the
+    state (the page shows it next to the editor) instead of raised."""
+    from engine.dataset import PreparedData
+    from engine.labels import apply_label_rule
+    from engine.splits import make_split
+
+    labelling = apply_label_rule(scan, spec.label, spec.overrides)
+    if not labelling.labelled:
+        return DataState(scan, labelling, error=f"The rule {spec.label.spec!r} labels no image.")
+    try:
+        plan = make_split(labelling, spec.split, cancel=cancel)
+    except DatasetError as exc:
+        return DataState(scan, labelling, error=str(exc))
+    prepared = PreparedData(spec=spec, scan=scan, labelling=labelling, plan=plan)
+    return DataState(scan, labelling, plan, prepared=prepared)
+
+
+def scan_and_prepare(spec: Any, *, on_event: Any, cancel: Any) -> DataState:
+    """Scan the folder (progress, cancel), then :func:`label_and_split`."""
+    from engine.scan import scan_folder
+
+    root = Path(spec.root)
+    if not root.is_dir():
+        raise DatasetError(f"folder not found: {root}")
+    scan = scan_folder(root, max_pixels=spec.max_pixels, on_event=on_event, cancel=cancel)
+    if not scan.items:
+        return DataState(scan, error=f"No usable images in {root}.")
+    return label_and_split(scan, spec, cancel=cancel)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A message for a dialog: engine errors verbatim (they name the file or value)."""
+    if isinstance(exc, LoupeError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AppContext(QObject):
+    """Shared state: project, prepared data, model, training flag, the worker runner.
+
+    ``prepared`` is set only when the data can be trained on; ``data`` always holds the
+    latest scan/labelling/split, including a rule that labels nothing (with ``error``).
+    """
+
+    projectChanged = Signal()
+    dataPrepared = Signal()
+    modelChanged = Signal()
+    trainingStateChanged = Signal(bool)
+    trainingFinished = Signal(dict)
+    statusMessage = Signal(str)
+    errorRaised = Signal(str, str)
+    # A folder scan started (the worker): the Data page shows its progress and Cancel.
+    scanStarted = Signal(object)
+    # Scan/labelling/split results changed, usable or not (``data``): the Data page.
+    dataChanged = Signal()
+    recentChanged = Signal()
+
+    def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.runner = runner or WorkerRunner(self)
+        self.project: Any = None  # engine.project.Project
+        self.prepared: Any = None  # engine.dataset.PreparedData
+        self.model_path: Path | None = None
+        self.predictor: Any = None  # engine.predict.Predictor
+        self.training_running = False
+        self.data = DataState()
+        self.project_warnings: list[str] = []
+        self.scan_worker: EngineWorker | None = None
+        self._relabel_worker: EngineWorker | None = None
+        self._model_worker: EngineWorker | None = None
+
+    # Projects and data --------------------------------------------------------------
+    def open_folder(self, path: Path | str, label_spec: str | None = None) -> EngineWorker:
+        """Make ``path`` the current project (its saved settings, or defaults) and scan it.
+
+        ``label_spec`` applies only to a folder without a saved project (the sample's
+        preconfigured rule). A damaged project file gives defaults and a warning.
+        """
+        from engine.labels import parse_label_rule
+        from engine.project import load_project, project_file
+
+        root = Path(path).expanduser().absolute()
+        fresh = not project_file(root).exists()
+        project, warnings = load_project(root)
+        for warning in warnings:
+            self.statusMessage.emit(warning)
+        self.project_warnings = list(warnings)
+        if label_spec is not None and fresh:
+            project.label = parse_label_rule(label_spec)
+        self.project = project
+        self.data = DataState()
+        self.prepared = None
+        self.projectChanged.emit()
+        worker = self.scan()
+        self.save_project()  # also puts the folder at the top of the recent list
+        self.recentChanged.emit()
+        return worker
+
+    def open_sample(self) -> EngineWorker:
+        """The bundled sample with lesson 1's rule: upper-case first letter = animal."""
+        from engine.resources import sample_dir
+
+        return self.open_folder(sample_dir(), label_spec=SAMPLE_LABEL_SPEC)
+
+    def scan(self) -> EngineWorker:
+        """Scan the project folder, then label and split it, in a worker."""
+        if self.scan_worker is not None and self.scan_worker.outcome in ("pending", "running"):
+            self.scan_worker.cancel()
+        worker = self.runner.start(scan_and_prepare, self.project.data_spec(), name="scan")
+        worker.finished.connect(lambda state, w=worker: self._on_data(w, state))
+        worker.errored.connect(lambda exc: self.report_error("Cannot read the folder", exc))
+        worker.cancelled.connect(lambda: self.statusMessage.emit("Scan cancelled"))
+        self.scan_worker = worker
+        self.scanStarted.emit(worker)
+        return worker
+
+    def relabel(self) -> EngineWorker | None:
+        """Re-apply the project's (edited) label and split rules to the last scan.
+
+        Cheap for small folders, but the split hashes files to find leaks, so it runs in a
+        worker; a newer edit cancels an older one and only the newest result is used.
+        """
+        if self.project is None or self.data.scan is None:
+            return None
+        if self._relabel_worker is not None and self._relabel_worker.outcome == "running":
+            self._relabel_worker.cancel()
+        worker = self.runner.start(
+            label_and_split, self.data.scan, self.project.data_spec(), name="relabel"
+        )
+        worker.finished.connect(lambda state, w=worker: self._on_data(w, state))
+        worker.errored.connect(lambda exc: self.report_error("Cannot apply the rules", exc))
+        self._relabel_worker = worker
+        return worker
+
+    def _on_data(self, worker: EngineWorker, state: DataState) -> None:
+        if worker is not self.scan_worker and worker is not self._relabel_worker:
+            return  # superseded by a newer scan or edit
+        if worker is self.scan_worker and self._relabel_worker is not None:
+            self._relabel_worker = None
+        self.set_data(state)
+
+    def set_data(self, state: DataState) -> None:
+        """New scan/labelling/split results; ``dataPrepared`` when they are usable."""
+        self.data = state
+        self.dataChanged.emit()
+        if state.prepared is not None:
+            self.prepared = state.prepared
+            self.dataPrepared.emit()
+        else:
+            self.prepared = None
+
+    def set_prepared(self, prepared: Any) -> None:
+        """Usable data from elsewhere (e.g. after relabelling in Results)."""
+        self.set_data(
+            DataState(prepared.scan, prepared.labelling, prepared.plan, prepared=prepared)
+        )
+
+    def save_project(self) -> Path | None:
+        """Write the project file atomically; errors become a message, not a crash."""
+        if self.project is None:
+            return None
+        try:
+            return self.project.save()
+        except (OSError, LoupeError) as exc:
+            self.report_error("Cannot save the project", exc)
+            return None
+
+    # Models -------------------------------------------------------------------------
+    def set_model(self, path: Path | str) -> EngineWorker:
+        """Load a model bundle in a worker; ``modelChanged`` once it is ready."""
+        from engine.predict import Predictor
+
+        path = Path(path)
+        worker = self.runner.start(Predictor.from_file, path, events=False, name="load-model")
+        worker.finished.connect(lambda predictor: self.set_predictor(path, predictor))
+        worker.errored.connect(lambda exc: self.report_error(f"Cannot load {path.name}", exc))
+        self._model_worker = worker
+        self.statusMessage.emit(f"Loading model {path.name}…")
+        return worker
+
+    def set_predictor(self, path: Path, predictor: Any) -> None:
+        self.model_path = Path(path)
+        self.predictor = predictor
+        self.statusMessage.emit(f"Model {self.model_path.name} loaded")
+        self.modelChanged.emit()
+
+    # Training state (the Train page owns the worker) --------------------------------
+    def set_training(self, running: bool) -> None:
+        if running != self.training_running:
+            self.training_running = running
+            self.trainingStateChanged.emit(running)
+
+    # Messages -----------------------------------------------------------------------
+    def report_error(self, title: str, exc: BaseException) -> None:
+        log.warning("%s: %r", title, exc)
+        self.errorRaised.emit(title, describe_error(exc))
+
+    # Recent projects (kept by the engine, shared with the CLI) ---------------------
+    def recent_folders(self) -> list[Path]:
+        from engine.project import recent_projects
+
+        return recent_projects()
+
+    def forget_folder(self, root: Path) -> None:
+        from engine.project import forget_recent
+
+        forget_recent(root)
+        self.recentChanged.emit()

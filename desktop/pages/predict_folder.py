@@ -1,0 +1,198 @@
+"""The Predict page's folder panel: batch prediction with progress, cancel and CSV.
+
+``engine.folder.predict_folder`` does the work (scan, batched prediction, CSV written
+atomically) in a worker; the CSV first goes to Loupe's cache folder, and "Save CSV…"
+writes the same rows, atomically, wherever the user chooses. The panel never writes
+into the predicted folder.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.events import Finished, Progress, Started
+
+ROW_LIMIT = 5000  # rows shown in the table; the CSV always has all of them
+
+
+class FolderPanel(QWidget):
+    """Progress, Cancel, Save CSV… and the result table of one folder run.
+
+    ``folderFinished(FolderResult)`` fires when a run completes (not when cancelled).
+    """
+
+    folderFinished = Signal(object)
+
+    def __init__(self, context: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._context = context
+        self._worker: Any = None
+        self._result: Any = None
+        self.title = QLabel("", self)
+        self.progress = QProgressBar(self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.save_button = QPushButton("Save CSV…", self)
+        self.save_button.setEnabled(False)
+        self.cancel_button.setEnabled(False)
+        self.summary = QLabel("", self)
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, 4, self)
+        self.table.setHorizontalHeaderLabels(["file", "prediction", "probability", "note"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(140)
+        row = QHBoxLayout()
+        row.addWidget(self.title, 1)
+        row.addWidget(self.progress, 2)
+        row.addWidget(self.cancel_button)
+        row.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._ask_save)
+
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def result(self) -> Any:
+        return self._result
+
+    def start(self, folder: Path, *, topk: int = 3) -> None:
+        """Predict every image under ``folder`` in a worker (a running batch is cancelled)."""
+        from engine import paths
+        from engine.folder import predict_folder
+
+        if self._worker is not None:
+            self._worker.cancel()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        csv_path = paths.cache_dir() / "predictions" / f"{folder.name or 'folder'}-{stamp}.csv"
+        self._result = None
+        self.table.setRowCount(0)
+        self.summary.setText("")
+        self.title.setText(f"Predicting {folder}")
+        self.progress.setRange(0, 0)
+        self.cancel_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+        worker = self._context.runner.start(
+            predict_folder, self._context.predictor, folder, csv_path, topk=topk,
+            name="predict-folder")
+        worker.event.connect(self._on_event)
+        worker.finished.connect(lambda result: self._on_finished(worker, result))
+        worker.errored.connect(lambda exc: self._on_errored(worker, exc))
+        worker.cancelled.connect(lambda: self._on_cancelled(worker))
+        self._worker = worker
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self.title.setText("Cancelling…")
+
+    def save_csv(self, target: Path) -> Path | None:
+        """Write the finished run's CSV to ``target`` atomically."""
+        from engine.atomic import atomic_write_text
+        from engine.folder import rows_to_csv
+
+        if self._result is None:
+            return None
+        path = atomic_write_text(Path(target), rows_to_csv(self._result.rows))
+        self._context.statusMessage.emit(f"Saved {len(self._result.rows)} predictions to {path}")
+        return path
+
+    def _ask_save(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Save predictions", "predictions.csv",
+                                              "CSV files (*.csv)")
+        if name:
+            self.save_csv(Path(name))
+
+    # -- worker signals ------------------------------------------------------------------------
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, Started) and event.task == "predict-folder":
+            self.progress.setRange(0, max(1, event.total or 0))
+            self.progress.setValue(0)
+        elif isinstance(event, Progress) and event.task == "predict-folder":
+            self.progress.setRange(0, max(1, event.total))
+            self.progress.setValue(event.done)
+            self.title.setText(f"Predicting… {event.done}/{event.total}")
+        elif isinstance(event, Progress) and event.task == "scan":
+            self.title.setText(f"Looking for images… {event.done}/{event.total}")
+        elif isinstance(event, Finished) and event.task == "predict-folder":
+            self.progress.setValue(self.progress.maximum())
+
+    def _end(self, worker: Any) -> bool:
+        if worker is not self._worker:
+            return False  # a replaced run finishing late
+        self._worker = None
+        self.cancel_button.setEnabled(False)
+        return True
+
+    def _on_finished(self, worker: Any, result: Any) -> None:
+        if not self._end(worker):
+            return
+        self._result = result
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.title.setText(f"{len(result.rows)} images predicted")
+        self.save_button.setEnabled(True)
+        self._fill_table(result)
+        self.folderFinished.emit(result)
+
+    def _on_errored(self, worker: Any, exc: BaseException) -> None:
+        from desktop.context import describe_error
+
+        if self._end(worker):
+            self.title.setText("Folder prediction failed")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self._context.errorRaised.emit("Folder prediction failed", describe_error(exc))
+
+    def _on_cancelled(self, worker: Any) -> None:
+        if self._end(worker):
+            self.title.setText("Cancelled: nothing was written")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+
+    def _fill_table(self, result: Any) -> None:
+        rows = result.rows[:ROW_LIMIT]
+        self.table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            pred = row.prediction
+            if pred is None:
+                cells = [row.path.name, "", "", row.error]
+            elif pred.multi_label:
+                cells = [row.path.name, "; ".join(n for n, _ in pred.top) or "(none)",
+                         f"{max(pred.probs.values()):.1%}", ""]
+            else:
+                label, prob = pred.top[0]
+                cells = [row.path.name, "unknown" if pred.unknown else label, f"{prob:.1%}",
+                         f"best guess {label}" if pred.unknown else ""]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(str(row.path))
+                self.table.setItem(index, column, item)
+        counts = ", ".join(f"{name}: {n}" for name, n in sorted(result.counts.items()))
+        failed = len(result.failed)
+        extra = f" · {failed} could not be read" if failed else ""
+        more = f" (table shows the first {ROW_LIMIT})" if len(result.rows) > ROW_LIMIT else ""
+        self.summary.setText(f"{counts}{extra}{more}")

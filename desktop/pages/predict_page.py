@@ -1,0 +1,399 @@
+"""Predict: drop, open or paste images and see the answer and where the model looked.
+
+One worker call gives both the prediction and the activation map (``engine.cam.
+compute_cam`` shares the forward pass), then prepares two display-sized layers: the
+image, and the image fully coloured by the map (``engine.cam.render_overlay`` at opacity
+1, so the part the model never saw stays uncoloured). The opacity slider blends those two
+arrays; it never calls the model. A dropped folder is predicted in batches by
+``engine.folder`` with progress, cancel and "Save CSV…".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages.predict_folder import FolderPanel
+from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, CamViewer, display_layers
+from desktop.widgets.drop_zone import mime_is_usable, plan_for
+from desktop.widgets.image_grid import GridItem, ImageGrid
+from desktop.widgets.topk_bars import TopKBars
+
+METHOD_LABELS: tuple[tuple[str, str], ...] = (
+    ("gradcam", "Grad-CAM"),
+    ("gradcampp", "Grad-CAM++"),
+    ("layercam", "Layer-CAM"),
+    ("scorecam", "Score-CAM (slow)"),
+)
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+HISTORY_LIMIT = 48
+
+
+@dataclass(frozen=True)
+class CamView:
+    """A prediction with its map, ready to show: display-sized image and coloured layer."""
+
+    result: Any  # engine.cam.CamResult
+    base: np.ndarray
+    heat: np.ndarray
+    source: Path | None
+    image: Any = None  # the PIL image for pasted pictures (no file to reload)
+
+    @property
+    def prediction(self) -> Any:
+        return self.result.prediction
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.source is not None else "pasted image"
+
+
+def predict_with_cam(
+    predictor: Any,
+    source: Path | Any,
+    *,
+    method: str,
+    target: str | None,
+    topk: int,
+    on_event: Any = None,
+    cancel: Any = None,
+) -> CamView:
+    """Worker body: prediction + map in one forward pass, then the two display layers."""
+    from engine import cam
+    from engine.imageio import load_rgb
+
+    result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    if isinstance(source, str | Path):
+        original = load_rgb(Path(source), min_short_side=DISPLAY_MAX_SIDE)
+        picture = None
+    else:
+        original = picture = source.convert("RGB")
+    base, _ = display_layers(original, None)
+    from PIL import Image
+
+    coloured = cam.render_overlay(result, Image.fromarray(base), opacity=1.0)
+    heat = np.asarray(coloured, dtype=np.uint8)
+    path = Path(source) if isinstance(source, str | Path) else None
+    return CamView(result, base, heat, path, picture)
+
+
+def qimage_to_pil(image: QImage) -> Any:
+    """A pasted/dropped QImage as an RGB PIL image (copies the pixels)."""
+    from PIL import Image
+
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height, stride = rgb.width(), rgb.height(), rgb.bytesPerLine()
+    buffer = np.frombuffer(rgb.constBits(), dtype=np.uint8, count=stride * height)
+    rows = buffer.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
+    return Image.fromarray(rows.copy())
+
+
+class PredictPage(QWidget):
+    """The "play" page: prediction, top-k bars, activation map, history, folder runs.
+
+    The main window routes drops to :meth:`predict_paths` and :meth:`predict_folder`;
+    the page also accepts drops itself. ``predictionShown(CamView)`` fires each time a
+    result is displayed.
+    """
+
+    predictionShown = Signal(object)
+
+    def __init__(self, context: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._context = context
+        self._queue: list[Path | Any] = []
+        self._busy = False
+        self._current: CamView | None = None
+        self._history: list[CamView] = []
+        self._refresh_pending = False
+        self.setAcceptDrops(True)
+        self._build()
+        self._wire()
+        self._on_model_changed()
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.open_button = QPushButton("Open images…", self)
+        self.folder_button = QPushButton("Predict folder…", self)
+        self.paste_button = QPushButton("Paste", self)
+        self.topk_spin = QSpinBox(self)
+        self.topk_spin.setRange(1, 20)
+        self.topk_spin.setValue(5)
+        self.topk_spin.setPrefix("top ")
+        self.unknown_check = QCheckBox("“Unknown” below", self)
+        self.unknown_spin = QSpinBox(self)
+        self.unknown_spin.setRange(1, 99)
+        self.unknown_spin.setValue(60)
+        self.unknown_spin.setSuffix(" %")
+        self.unknown_spin.setEnabled(False)
+        self.unknown_check.setToolTip(
+            "Answer “unknown” when the best class is less likely than this")
+        self.model_label = QLabel(self)
+        bar = QHBoxLayout()
+        for widget in (self.open_button, self.folder_button, self.paste_button):
+            bar.addWidget(widget)
+        bar.addSpacing(12)
+        bar.addWidget(self.topk_spin)
+        bar.addWidget(self.unknown_check)
+        bar.addWidget(self.unknown_spin)
+        bar.addStretch(1)
+        bar.addWidget(self.model_label)
+
+        self.viewer = CamViewer(self)
+        self.viewer.set_methods(METHOD_LABELS, "gradcam")
+        self.bars = TopKBars(self)
+        self.path_label = QLabel(self)
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.history = ImageGrid(self, thumb_size=72)
+        side = QWidget(self)
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.bars)
+        side_layout.addWidget(self.path_label)
+        side_layout.addWidget(QLabel("Recent predictions", side))
+        side_layout.addWidget(self.history, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(self.viewer)
+        splitter.addWidget(side)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        self.folder_panel = FolderPanel(self._context, self)
+        self.folder_panel.setVisible(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.folder_panel)
+
+    def _wire(self) -> None:
+        self.open_button.clicked.connect(self._ask_images)
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.paste_button.clicked.connect(self.paste_from_clipboard)
+        self.viewer.methodChanged.connect(lambda _m: self._recompute_current())
+        self.viewer.targetChanged.connect(lambda _t: self._recompute_current())
+        self.unknown_check.toggled.connect(self._on_unknown_changed)
+        self.unknown_spin.valueChanged.connect(lambda _v: self._on_unknown_changed())
+        self.topk_spin.valueChanged.connect(lambda _v: self._show_bars())
+        self.history.itemActivated.connect(lambda item: self.show_view(item.data))
+        self._context.modelChanged.connect(self._on_model_changed)
+
+    # -- model --------------------------------------------------------------------------------
+    def _on_model_changed(self) -> None:
+        predictor = self._context.predictor
+        if predictor is None:
+            self.model_label.setText("No model loaded")
+            self.viewer.clear("Load a model first: drop a .loupe file here, or train one.")
+            self.bars.clear("No model loaded")
+            return
+        name = self._context.model_path.name if self._context.model_path else "model"
+        self.model_label.setText(f"Model: {name} ({len(predictor.classes)} classes)")
+        self.viewer.set_classes(predictor.classes)
+        self._on_unknown_changed()
+        if self._current is None:
+            self.viewer.clear("Drop an image here, open one, or paste one (Ctrl+V).")
+            self.bars.clear("Waiting for an image")
+        else:
+            self._recompute_current()
+
+    def unknown_threshold(self) -> float | None:
+        return self.unknown_spin.value() / 100.0 if self.unknown_check.isChecked() else None
+
+    def _on_unknown_changed(self, *_args: Any) -> None:
+        self.unknown_spin.setEnabled(self.unknown_check.isChecked())
+        predictor = self._context.predictor
+        if predictor is not None and not predictor.multi_label:
+            predictor.unknown_below = self.unknown_threshold()
+        self._show_bars()
+
+    # -- entry points -----------------------------------------------------------------------------
+    def predict_paths(self, paths: Sequence[Path]) -> None:
+        """Predict images (queued, one worker at a time); the first one is shown first."""
+        if not self._require_model():
+            return
+        self._queue.extend(Path(p) for p in paths)
+        self._start_next()
+
+    def predict_image(self, image: Any) -> None:
+        """Predict an in-memory PIL image (pasted or dragged pixels)."""
+        if not self._require_model():
+            return
+        self._queue.append(image)
+        self._start_next()
+
+    def predict_folder(self, folder: Path) -> None:
+        """Batch-predict every image under ``folder`` with progress, cancel and CSV."""
+        if not self._require_model():
+            return
+        self.folder_panel.setVisible(True)
+        self.folder_panel.start(Path(folder), topk=self.topk_spin.value())
+
+    def paste_from_clipboard(self) -> None:
+        mime = QApplication.clipboard().mimeData()
+        if not self.handle_mime(mime) and mime is not None and mime.hasImage():
+            self.predict_image(qimage_to_pil(QImage(mime.imageData())))
+
+    def handle_mime(self, mime: Any) -> bool:
+        """Act on dropped/pasted files: a model loads, images predict, a folder batches."""
+        plan = plan_for(mime)
+        if plan.model is not None:
+            self._context.set_model(plan.model)
+        elif plan.images:
+            self.predict_paths(list(plan.images))
+        elif plan.folder is not None:
+            self.predict_folder(plan.folder)
+        else:
+            return False
+        return True
+
+    def _require_model(self) -> bool:
+        if self._context.predictor is not None:
+            return True
+        self._context.errorRaised.emit(
+            "No model loaded",
+            "Load a model first: drop a .loupe file on the window, use Models › Load, "
+            "or train one on the Train page.")
+        return False
+
+    # -- drag and drop ----------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if mime_is_usable(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if mime_is_usable(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        mime = event.mimeData()
+        if self.handle_mime(mime):
+            event.acceptProposedAction()
+        elif mime.hasImage():
+            event.acceptProposedAction()
+            self.predict_image(qimage_to_pil(QImage(mime.imageData())))
+        else:
+            event.ignore()
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _start_next(self) -> None:
+        if self._busy or not self._queue:
+            return
+        source = self._queue.pop(0)
+        self._run(source, replace=False)
+
+    def _recompute_current(self) -> None:
+        """Method or target changed: a new map for the image on screen (latest wins)."""
+        if self._current is None or self._context.predictor is None:
+            return
+        if self._busy:
+            self._refresh_pending = True
+            return
+        current = self._current
+        source = current.source if current.source is not None else current.image
+        self._run(source, replace=True)
+
+    def _run(self, source: Any, *, replace: bool) -> None:
+        from engine.cam import DEFAULT_METHOD
+
+        self._busy = True
+        worker = self._context.runner.start(
+            predict_with_cam, self._context.predictor, source,
+            method=self.viewer.method() or DEFAULT_METHOD, target=self.viewer.target(),
+            topk=max(self.topk_spin.value(), 1), name="predict")
+        worker.finished.connect(lambda view: self._on_result(view, replace))
+        worker.errored.connect(lambda exc: self._on_error(source, exc))
+        worker.cancelled.connect(self._on_done)
+        self._context.statusMessage.emit(f"Predicting {getattr(source, 'name', 'image')}…")
+
+    def _on_result(self, view: CamView, replace: bool) -> None:
+        if replace and self._current in self._history:
+            self._history[self._history.index(self._current)] = view
+        else:
+            self._history.insert(0, view)
+            del self._history[HISTORY_LIMIT:]
+        self.show_view(view)
+        self._refresh_history()
+        self._on_done()
+
+    def _on_error(self, source: Any, exc: BaseException) -> None:
+        from desktop.context import describe_error
+
+        name = getattr(source, "name", "the image")
+        self._context.errorRaised.emit(f"Cannot predict {name}", describe_error(exc))
+        self._on_done()
+
+    def _on_done(self) -> None:
+        self._busy = False
+        if self._refresh_pending:
+            self._refresh_pending = False
+            self._recompute_current()
+        else:
+            self._start_next()
+
+    # -- display --------------------------------------------------------------------------------
+    def show_view(self, view: CamView) -> None:
+        """Display a computed result: overlay, caption, bars."""
+        self._current = view
+        result = view.result
+        caption = f"{view.name} · map for “{result.label}” ({result.method}, {result.layer})"
+        self.viewer.set_layers(view.base, view.heat, caption)
+        self.path_label.setText(str(view.source) if view.source else "pasted image")
+        self._show_bars()
+        self.predictionShown.emit(view)
+
+    def current_view(self) -> CamView | None:
+        return self._current
+
+    def _show_bars(self) -> None:
+        if self._current is None:
+            return
+        prediction = self._current.prediction
+        threshold = None if prediction.multi_label else self.unknown_threshold()
+        if prediction.multi_label:
+            top = list(prediction.top)
+        else:
+            ranked = sorted(prediction.probs.items(), key=lambda kv: kv[1], reverse=True)
+            top = ranked[: self.topk_spin.value()]
+        unknown = threshold is not None and bool(top) and top[0][1] < threshold
+        self.bars.set_predictions(top, unknown=unknown, threshold=threshold)
+
+    def _refresh_history(self) -> None:
+        items = []
+        for view in self._history:
+            top = view.prediction.top
+            caption = f"{top[0][0]} {top[0][1]:.0%}" if top else "no label"
+            items.append(GridItem(image=view.base, caption=caption,
+                                  tooltip=str(view.source or "pasted image"), data=view))
+        self.history.set_items(items)
+
+    def _ask_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Predict images", "", IMAGE_FILTER)
+        if files:
+            self.predict_paths([Path(f) for f in files])
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Predict every image in a folder")
+        if folder:
+            self.predict_folder(Path(folder))

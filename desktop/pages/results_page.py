@@ -1,0 +1,450 @@
+"""Results: where the model goes wrong on the validation set, and fixing the labels.
+
+The analysis (one pass over the validation images: confusion matrix, top losses with
+activation maps, per-class precision/recall/F1, embedding map, first-layer filters) runs
+in a worker via ``engine.analysis.analyze``; it starts when the page is shown with a new
+model or new data, or on "Analyse". Clicking a confusion-matrix cell lists that cell's
+images with their probabilities and activation maps (another worker).
+
+Relabel and Exclude never touch an image: they are project overrides keyed by the
+file's path relative to the data folder, saved in the project file. "Retrain" re-applies
+the labels and asks the main window to start training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages import results_plots as plots
+from desktop.pages.results_tables import PerClassTable, TestSetPanel
+from desktop.widgets.image_grid import GridItem, ImageGrid
+from desktop.widgets.mpl_canvas import MplCanvas
+from engine.events import Progress
+
+
+class ResultsPage(QWidget):
+    """Error analysis and label cleaning.
+
+    Signals: ``analysisReady(ResultsData)``, ``cellShown(list[CellImage])``,
+    ``overridesChanged()`` and ``retrainRequested()`` (the main window starts training).
+    """
+
+    analysisReady = Signal(object)
+    cellShown = Signal(list)
+    overridesChanged = Signal()
+    retrainRequested = Signal()
+
+    def __init__(self, context: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._context = context
+        self._data: plots.ResultsData | None = None
+        self._analysed_for: tuple[int, int] | None = None
+        self._worker: Any = None
+        self._cell_worker: Any = None
+        self._changes = 0
+        self._axes: Any = None
+        self._build()
+        context.modelChanged.connect(self._maybe_analyse)
+        context.dataPrepared.connect(self._maybe_analyse)
+        self._update_actions()
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.analyse_button = QPushButton("Analyse validation set", self)
+        self.analyse_button.clicked.connect(self.analyse)
+        self.status = QLabel("Train a model (or load one) and open its data to see results.")
+        self.progress = QProgressBar(self)
+        self.progress.setVisible(False)
+        self.progress.setMaximumWidth(220)
+        self.embedding_combo = QComboBox(self)
+        self.embedding_combo.addItem("PCA map", "pca")
+        if _sklearn_available():
+            self.embedding_combo.addItem("t-SNE map", "tsne")
+        bar = QHBoxLayout()
+        bar.addWidget(self.analyse_button)
+        bar.addWidget(self.embedding_combo)
+        bar.addWidget(self.progress)
+        bar.addWidget(self.status, 1)
+
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self._build_confusion(), "Confusion matrix")
+        self.tabs.addTab(self._build_losses(), "Top losses")
+        self.per_class = PerClassTable(self)
+        self.tabs.addTab(self.per_class, "Per class")
+        self.embedding_canvas = MplCanvas(self, width=6, height=4)
+        self.tabs.addTab(self.embedding_canvas, "Embedding map")
+        self.filters_canvas = MplCanvas(self, width=6, height=4)
+        self.tabs.addTab(self.filters_canvas, "First-layer filters")
+        self.test_panel = TestSetPanel(self._context, self)
+        self.tabs.addTab(self.test_panel, "Test set")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.tabs, 1)
+
+    def _build_confusion(self) -> QWidget:
+        page = QWidget(self)
+        self.confusion_canvas = MplCanvas(page, width=5, height=5)
+        self.confusion_canvas.mpl_connect("button_press_event", self._on_matrix_click)
+        self.normalize_check = QCheckBox("Normalize rows", page)
+        self.normalize_check.toggled.connect(lambda _on: self._draw_confusion())
+        self.confused_label = QLabel("", page)
+        self.confused_label.setWordWrap(True)
+        self.cell_title = QLabel("Click a cell to see its images.", page)
+        self.cell_title.setWordWrap(True)
+        self.cell_grid = ImageGrid(page, thumb_size=144)
+        self._attach_menu(self.cell_grid)
+        left = QWidget(page)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.confusion_canvas, 1)
+        left_layout.addWidget(self.normalize_check)
+        left_layout.addWidget(self.confused_label)
+        right = QWidget(page)
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.cell_title)
+        right_layout.addWidget(self.cell_grid, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal, page)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(page)
+        layout.addWidget(splitter)
+        return page
+
+    def _build_losses(self) -> QWidget:
+        page = QWidget(self)
+        self.loss_grid = ImageGrid(page, thumb_size=160)
+        self._attach_menu(self.loss_grid)
+        self.relabel_combo = QComboBox(page)
+        self.relabel_button = QPushButton("Relabel selected", page)
+        self.exclude_button = QPushButton("Exclude selected", page)
+        self.clear_button = QPushButton("Clear override", page)
+        self.changes_label = QLabel("", page)
+        self.retrain_button = QPushButton("Retrain", page)
+        self.retrain_button.setToolTip("Apply the corrections and train again")
+        self.relabel_button.clicked.connect(
+            lambda: self.relabel(self._selected_paths(), self.relabel_combo.currentText()))
+        self.exclude_button.clicked.connect(lambda: self.exclude(self._selected_paths()))
+        self.clear_button.clicked.connect(lambda: self.clear_override(self._selected_paths()))
+        self.retrain_button.clicked.connect(self.request_retrain)
+        self.loss_grid.itemsSelected.connect(lambda _items: self._update_actions())
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Correct label:", page))
+        row.addWidget(self.relabel_combo)
+        for widget in (self.relabel_button, self.exclude_button, self.clear_button):
+            row.addWidget(widget)
+        row.addStretch(1)
+        row.addWidget(self.changes_label)
+        row.addWidget(self.retrain_button)
+        hint = QLabel("The images the model is most wrong about, with where it looked. "
+                      "Right-click to relabel or exclude; your files are never changed.", page)
+        hint.setWordWrap(True)
+        layout = QVBoxLayout(page)
+        layout.addWidget(hint)
+        layout.addWidget(self.loss_grid, 1)
+        layout.addLayout(row)
+        return page
+
+    def _attach_menu(self, grid: ImageGrid) -> None:
+        def build(menu: QMenu, items: list[GridItem]) -> None:
+            paths = [self._item_path(item) for item in items]
+            relabel = menu.addMenu("Relabel as")
+            for name in self._classes():
+                relabel.addAction(name, lambda n=name: self.relabel(paths, n))
+            menu.addAction("Exclude from training", lambda: self.exclude(paths))
+            menu.addAction("Clear override", lambda: self.clear_override(paths))
+
+        grid.set_menu_builder(build)
+
+    # -- analysis ---------------------------------------------------------------------------
+    def _key(self) -> tuple[int, int] | None:
+        predictor, prepared = self._context.predictor, self._context.prepared
+        if predictor is None or prepared is None:
+            return None
+        return (id(predictor), id(prepared))
+
+    def _maybe_analyse(self) -> None:
+        self._update_actions()
+        if self.isVisible() and self._key() is not None and self._key() != self._analysed_for:
+            self.analyse()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self._maybe_analyse()
+
+    def analyse(self) -> Any:
+        """Start the validation-set analysis in a worker; returns the worker (or None)."""
+        predictor, prepared = self._context.predictor, self._context.prepared
+        if predictor is None or prepared is None:
+            self.status.setText("Load a model and open its data folder first.")
+            return None
+        if self._worker is not None:
+            self._worker.cancel()
+        valid = list(prepared.plan.valid)
+        self._analysed_for = self._key()
+        self.status.setText(f"Analysing {len(valid)} validation images…")
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        worker = self._context.runner.start(
+            plots.run_analysis, predictor, valid, embedding=self.embedding_combo.currentData(),
+            name="analysis")
+        worker.event.connect(self._on_progress)
+        worker.finished.connect(lambda data: self._on_analysis(worker, data))
+        worker.errored.connect(lambda exc: self._on_failed(worker, exc))
+        worker.cancelled.connect(lambda: self._on_failed(worker, None))
+        self._worker = worker
+        return worker
+
+    def _on_progress(self, event: Any) -> None:
+        if isinstance(event, Progress):
+            self.progress.setRange(0, max(1, event.total))
+            self.progress.setValue(event.done)
+
+    def _on_failed(self, worker: Any, exc: BaseException | None) -> None:
+        from desktop.context import describe_error
+
+        if worker is not self._worker:
+            return
+        self._worker = None
+        self._analysed_for = None
+        self.progress.setVisible(False)
+        if exc is None:
+            self.status.setText("Analysis cancelled.")
+            return
+        self.status.setText("Analysis failed.")
+        self._context.errorRaised.emit("Analysis failed", describe_error(exc))
+
+    def _on_analysis(self, worker: Any, data: plots.ResultsData) -> None:
+        if worker is not self._worker:
+            return
+        self._worker = None
+        self.progress.setVisible(False)
+        self._data = data
+        result = data.analysis
+        metrics = result.metrics
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        skipped = f" · {len(result.skipped)} unreadable" if result.skipped else ""
+        self.status.setText(f"{result.count} validation images · {shown}{skipped}")
+        self.relabel_combo.clear()
+        self.relabel_combo.addItems(list(result.classes))
+        self._draw_confusion()
+        self._fill_losses()
+        self.per_class.show_report(result.per_class, metrics)
+        plots.draw_embedding(self.embedding_canvas, result.embedding)
+        plots.draw_filters(self.filters_canvas, data.filters, data.filters_error)
+        self._update_actions()
+        self.analysisReady.emit(data)
+
+    def results(self) -> plots.ResultsData | None:
+        return self._data
+
+    # -- confusion matrix --------------------------------------------------------------------
+    def _draw_confusion(self) -> None:
+        if self._data is None:
+            return
+        result = self._data.analysis
+        self._axes = plots.draw_confusion(self.confusion_canvas, result.confusion,
+                                          normalized=self.normalize_check.isChecked())
+        pairs = result.most_confused[:5]
+        text = "; ".join(f"{p.actual} → {p.predicted}: {p.count}" for p in pairs)
+        self.confused_label.setText(f"Most confused: {text}" if text else "No confusions.")
+
+    def matrix_axes(self) -> Any:
+        """The matplotlib axes of the confusion matrix (for locating cells)."""
+        return self._axes
+
+    def _on_matrix_click(self, event: Any) -> None:
+        confusion = self._data.analysis.confusion if self._data is not None else None
+        if confusion is None or event.inaxes is not self._axes or event.xdata is None:
+            return
+        row, column = int(round(event.ydata)), int(round(event.xdata))
+        n = len(confusion.classes)
+        if 0 <= row < n and 0 <= column < n:
+            self.show_cell(row, column)
+
+    def show_cell(self, actual: int, predicted: int) -> Any:
+        """List the images of one cell (actual row, predicted column) with their maps."""
+        if self._data is None or self._context.predictor is None:
+            return None
+        result = self._data.analysis
+        names = result.classes
+        embedding = result.embedding
+        if embedding is None:
+            self.cell_title.setText("Too few validation images to list a cell.")
+            return None
+        entries = [
+            (path, a) for path, a, p in zip(embedding.paths, embedding.actual,
+                                            embedding.predicted, strict=True)
+            if a == names[actual] and p == names[predicted]
+        ]
+        self.cell_title.setText(
+            f"Actual {names[actual]}, predicted {names[predicted]}: {len(entries)} images"
+            + (f" (showing {plots.CELL_LIMIT})" if len(entries) > plots.CELL_LIMIT else ""))
+        if self._cell_worker is not None:
+            self._cell_worker.cancel()
+        worker = self._context.runner.start(
+            plots.cell_images, self._context.predictor, entries, name="cell-images")
+        worker.finished.connect(lambda images: self._on_cell(worker, images))
+        worker.errored.connect(lambda exc: self._context.errorRaised.emit(
+            "Cannot show the cell", str(exc)))
+        self._cell_worker = worker
+        return worker
+
+    def _on_cell(self, worker: Any, images: list[plots.CellImage]) -> None:
+        if worker is not self._cell_worker:
+            return
+        self._cell_worker = None
+        items = []
+        for image in images:
+            top = image.prediction.top
+            caption = f"{top[0][0]} {top[0][1]:.0%}" if top else "(no label)"
+            caption += self._override_note(image.path)
+            tip = ", ".join(f"{name} {p:.1%}" for name, p in top)
+            items.append(GridItem(image=image.overlay, caption=caption, data=image.path,
+                                  tooltip=f"{image.path}\nactual {image.actual}\n{tip}"))
+        self.cell_grid.set_items(items)
+        self.cellShown.emit(images)
+
+    # -- top losses and overrides -------------------------------------------------------------
+    def _fill_losses(self) -> None:
+        if self._data is None:
+            return
+        items = []
+        for loss, overlay in zip(self._data.analysis.top_losses, self._data.loss_overlays,
+                                 strict=True):
+            caption = (f"{loss.predicted} / {loss.actual}\n"
+                       f"loss {loss.loss:.2f} · p {loss.prob:.2f}{self._override_note(loss.path)}")
+            items.append(GridItem(
+                path=loss.path, image=overlay, caption=caption, data=loss.path,
+                tooltip=f"{loss.path}\npredicted {loss.predicted}, actually {loss.actual}",
+                highlight=bool(self._override_note(loss.path))))
+        self.loss_grid.set_items(items)
+
+    def _item_path(self, item: GridItem) -> Path:
+        return Path(item.data)
+
+    def _selected_paths(self) -> list[Path]:
+        return [self._item_path(item) for item in self.loss_grid.selected_items()]
+
+    def _classes(self) -> list[str]:
+        if self._data is not None:
+            return list(self._data.analysis.classes)
+        predictor = self._context.predictor
+        return list(predictor.classes) if predictor is not None else []
+
+    def _rel_of(self, path: Path) -> str | None:
+        prepared = self._context.prepared
+        if prepared is None:
+            return None
+        for part in (prepared.plan.train, prepared.plan.valid, prepared.plan.test):
+            for labelled in part:
+                if labelled.item.path == path:
+                    return labelled.item.rel
+        try:
+            return Path(path).resolve().relative_to(Path(prepared.spec.root).resolve()).as_posix()
+        except ValueError:
+            return None
+
+    def _override_note(self, path: Path) -> str:
+        project = self._context.project
+        rel = self._rel_of(path)
+        if project is None or rel is None:
+            return ""
+        if rel in project.overrides.exclude:
+            return "\n[excluded]"
+        if rel in project.overrides.relabel:
+            return f"\n[→ {';'.join(project.overrides.relabel[rel])}]"
+        return ""
+
+    def relabel(self, paths: list[Path], label: str) -> int:
+        """Record ``label`` for each image as a project override (files untouched)."""
+        if label not in self._classes():
+            self._context.errorRaised.emit(
+                "Unknown class", f"{label!r} is not a class; choose one of: "
+                + ", ".join(self._classes()))
+            return 0
+        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
+            relabel.__setitem__(rel, (label,)), exclude.discard(rel)))
+
+    def exclude(self, paths: list[Path]) -> int:
+        """Leave these images out of training from now on (a project override)."""
+        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
+            relabel.pop(rel, None), exclude.add(rel)))
+
+    def clear_override(self, paths: list[Path]) -> int:
+        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
+            relabel.pop(rel, None), exclude.discard(rel)))
+
+    def _edit_overrides(self, paths: list[Path], change: Any) -> int:
+        from engine.labels import Overrides
+
+        project = self._context.project
+        if project is None or not paths:
+            return 0
+        relabel = dict(project.overrides.relabel)
+        exclude = set(project.overrides.exclude)
+        done = 0
+        for path in paths:
+            rel = self._rel_of(Path(path))
+            if rel is None:
+                continue
+            change(relabel, exclude, rel)
+            done += 1
+        if not done:
+            return 0
+        self._context.update_project(overrides=Overrides(relabel=relabel, exclude=exclude))
+        self._context.save_project()
+        self._changes += done
+        self._fill_losses()
+        self._update_actions()
+        self._context.statusMessage.emit(
+            f"{done} correction(s) saved in the project; the image files are unchanged.")
+        self.overridesChanged.emit()
+        return done
+
+    def request_retrain(self) -> None:
+        """Re-apply labels with the overrides, then ask the window to start training."""
+        if self._changes == 0 or self._context.project is None:
+            self.retrainRequested.emit()
+            return
+        worker = self._context.prepare()
+        worker.finished.connect(lambda _prepared: self._after_relabel())
+
+    def _after_relabel(self) -> None:
+        self._changes = 0
+        self._update_actions()
+        self.retrainRequested.emit()
+
+    def _update_actions(self) -> None:
+        has_selection = bool(self.loss_grid.selected_items())
+        for button in (self.relabel_button, self.exclude_button, self.clear_button):
+            button.setEnabled(has_selection and self._context.project is not None)
+        self.analyse_button.setEnabled(self._key() is not None)
+        self.retrain_button.setEnabled(self._context.prepared is not None
+                                       and not getattr(self._context, "training_running", False))
+        self.changes_label.setText(
+            f"{self._changes} correction(s) since the last training" if self._changes else "")
+
+
+def _sklearn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None

@@ -1,0 +1,174 @@
+"""Results page panels that are tables: per-class metrics, and the test-set check.
+
+The test set is the one honest estimate a user has; every look at it spends some of
+that honesty, because the next decision is taken knowing its result. The engine counts
+the looks per run; this panel shows the count before the button and asks again when the
+set has already been looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
+_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+
+
+class PerClassTable(QWidget):
+    """Create ML's per-class precision/recall/F1 table, plus the overall metrics."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.summary = QLabel("No analysis yet.", self)
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, len(PRF_COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(list(PRF_COLUMNS))
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 1)
+
+    def show_report(self, rows: Sequence[Mapping[str, Any]],
+                    metrics: Mapping[str, float] | None = None) -> None:
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, key in enumerate(PRF_COLUMNS):
+                value = row.get(key, "")
+                item = QTableWidgetItem()
+                if isinstance(value, float):
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(value, 4))
+                elif isinstance(value, int):
+                    item.setData(Qt.ItemDataRole.DisplayRole, value)
+                else:
+                    item.setText(str(value))
+                if c:
+                    item.setTextAlignment(_RIGHT)
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+        if metrics:
+            self.summary.setText(" · ".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())))
+
+    def cell_text(self, row: int, column: int) -> str:
+        item = self.table.item(row, column)
+        return item.text() if item is not None else ""
+
+
+class TestSetPanel(QWidget):
+    """"Evaluate on test set" with the look counter and a confirmation after the first look.
+
+    ``evaluated(dict)`` carries the engine's result.
+    """
+
+    evaluated = Signal(object)
+
+    def __init__(self, context: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._context = context
+        self._worker: Any = None
+        self.warning = QLabel(self)
+        self.warning.setWordWrap(True)
+        self.button = QPushButton("Evaluate on test set", self)
+        self.button.clicked.connect(self.ask_evaluate)
+        self.result_label = QLabel("", self)
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.report = PerClassTable(self)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.warning)
+        layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.result_label)
+        layout.addWidget(self.report, 1)
+        context.modelChanged.connect(self.refresh)
+        context.dataPrepared.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        looks = self.looks()
+        test_count = self._test_count()
+        self.button.setEnabled(test_count > 0 and self._context.model_path is not None
+                               and self._worker is None)
+        if test_count == 0:
+            self.warning.setText(
+                "This split has no test set. Give the split a test fraction on the Data "
+                "page to keep some images aside for one final, honest check.")
+            return
+        times = "never" if looks == 0 else ("once" if looks == 1 else f"{looks} times")
+        self.warning.setText(
+            f"<b>The test set ({test_count} images) has been looked at {times}</b> for this "
+            "model. Use it once, at the end: every look that influences what you do next "
+            "makes its score less trustworthy.")
+
+    def looks(self) -> int:
+        from engine.training import evaluate as evaluate_mod
+
+        path = self._context.model_path
+        return 0 if path is None else int(evaluate_mod.test_looks(path))
+
+    def _test_count(self) -> int:
+        prepared = self._context.prepared
+        return 0 if prepared is None else len(prepared.plan.test)
+
+    def ask_evaluate(self) -> None:
+        looks = self.looks()
+        if looks > 0:
+            answer = QMessageBox.question(
+                self, "Look at the test set again?",
+                f"The test set has already been looked at {looks} time(s) for this model. "
+                "Looking again and then changing the model turns it into a second validation "
+                "set. Evaluate anyway?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        self.evaluate()
+
+    def evaluate(self) -> Any:
+        """Evaluate the current bundle on the test set in a worker (counts one look)."""
+        from engine.training.evaluate import evaluate
+
+        path, prepared = self._context.model_path, self._context.prepared
+        if path is None or prepared is None:
+            return None
+        worker = self._context.runner.start(evaluate, path, prepared, test=True,
+                                            name="evaluate-test")
+        worker.finished.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        self._worker = worker
+        self.button.setEnabled(False)
+        self.result_label.setText("Evaluating on the test set…")
+        return worker
+
+    def _on_result(self, result: Any) -> None:
+        self._worker = None
+        metrics = getattr(result, "metrics", None) or result.get("metrics", {})
+        shown = " · ".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())
+                           if isinstance(v, int | float))
+        self.result_label.setText(f"Test set: {shown}")
+        per_class = getattr(result, "per_class", None) or result.get("per_class", [])
+        self.report.show_report(per_class)
+        self.refresh()
+        self.evaluated.emit(result)
+
+    def _on_error(self, exc: BaseException) -> None:
+        from desktop.context import describe_error
+
+        self._worker = None
+        self.result_label.setText("")
+        self.refresh()
+        self._context.errorRaised.emit("Test-set evaluation failed", describe_error(exc))

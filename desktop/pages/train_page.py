@@ -1,0 +1,386 @@
+"""The Train page: settings on the left; live progress, curves and the epoch table on the
+right. Training, the learning-rate finder, weight imports/downloads and the device probe
+all run in workers, so the rest of the window stays usable while a model trains.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.context import AppContext
+from desktop.pages.train_charts import LrFinderPlot, TrainingCurves
+from desktop.pages.train_settings import TrainSettings, format_lr
+from desktop.widgets.epoch_table import EpochTable, format_seconds
+from desktop.workers import EngineWorker
+from engine.errors import LoupeError
+from engine.events import EpochEnded, Progress, Started, WarningEvent
+
+# Columns of the epoch table are fastai's; these per-epoch facts are kept out of it.
+_NOT_TABLE_COLUMNS = ("size", "batch_size")
+_BANNER_STYLE = (
+    "QLabel { background: #7a4a00; color: white; border-radius: 4px; padding: 6px 10px; }"
+)
+
+
+def probe_devices() -> list[tuple[str, str]]:
+    """(TrainConfig.device value, label) for each device this machine has.
+
+    Imports torch: call it in a worker. Shows the GPU's name and memory so the user knows
+    what "auto" will pick.
+    """
+    import torch
+
+    devices = [("auto", "Automatic (best available)")]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        more = torch.cuda.device_count() - 1
+        extra = f" (+{more} more)" if more > 0 else ""
+        devices.append(
+            ("cuda", f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB{extra}")
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append(("mps", "Apple GPU (MPS)"))
+    devices.append(("cpu", f"CPU ({os.cpu_count() or 1} cores)"))
+    return devices
+
+
+def _weights_status(arch: str) -> tuple[str, str]:
+    from engine.weights import weights_status
+
+    return arch, weights_status(arch)
+
+
+class TrainPage(QWidget):
+    """Start/Stop a run and watch it; ``start_training()`` is also Results' "Retrain"."""
+
+    # The run ended (finished, stopped or failed): the button states follow.
+    runEnded = Signal(str)
+
+    def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.context = context
+        self.worker: EngineWorker | None = None
+        self.lr_worker: EngineWorker | None = None
+        self._probed = False
+        self._total_epochs = 0
+        self.last_result: Any = None
+        splitter = QSplitter(self)
+        splitter.addWidget(self._build_left())
+        splitter.addWidget(self._build_right())
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([400, 800])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(splitter)
+        context.projectChanged.connect(self._on_project)
+        context.dataPrepared.connect(self._update_ready)
+        context.dataChanged.connect(self._update_ready)
+        self._update_ready()
+
+    # Layout -------------------------------------------------------------------------
+    def _build_left(self) -> QWidget:
+        self.settings = TrainSettings()
+        self.settings.archChanged.connect(self.refresh_weights_status)
+        self.settings.importRequested.connect(self.import_weights)
+        self.settings.downloadRequested.connect(self.download_weights)
+        self.settings.findLrRequested.connect(self.find_lr)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.settings)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start_training)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_training)
+        self.stop_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button, 1)
+        buttons.addWidget(self.stop_button)
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(0, 0, 6, 0)
+        layout.addWidget(scroll, 1)
+        layout.addLayout(buttons)
+        return panel
+
+    def _build_right(self) -> QWidget:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(6, 0, 0, 0)
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(_BANNER_STYLE)
+        self.banner.hide()
+        self.status = QLabel("Open a folder on the Data page, then start training.")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.plots = QTabWidget()
+        self.curves = TrainingCurves()
+        self.lr_plot = LrFinderPlot()
+        self.lr_plot.lrChosen.connect(self.settings.set_lr)
+        self.plots.addTab(self.curves, "Curves")
+        self.plots.addTab(self.lr_plot, "Learning rate finder")
+        self.table = EpochTable()
+        layout.addWidget(self.banner)
+        layout.addWidget(self.status)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.plots, 3)
+        layout.addWidget(self.table, 2)
+        return panel
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Probe devices and weights the first time the page is seen (imports torch)."""
+        super().showEvent(event)
+        if not self._probed:
+            self._probed = True
+            devices = self.context.runner.start(probe_devices, events=False, name="devices")
+            devices.finished.connect(self.settings.set_devices)
+            self.refresh_weights_status(self.settings.arch_name())
+
+    # Project ------------------------------------------------------------------------
+    def _on_project(self) -> None:
+        project = self.context.project
+        if project is not None and project.training:
+            self.settings.apply_saved(project.training)
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        running = self.is_running()
+        ready = self.context.prepared is not None
+        self.start_button.setEnabled(ready and not running)
+        self.settings.find_lr_button.setEnabled(ready and not running)
+        if not running and ready and self.worker is None:
+            plan = self.context.prepared.plan
+            self.status.setText(
+                f"Ready: {len(plan.train)} training and {len(plan.valid)} validation images, "
+                f"{len(plan.classes)} classes."
+            )
+
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.outcome in ("pending", "running")
+
+    # Weights ------------------------------------------------------------------------
+    def refresh_weights_status(self, arch: str) -> None:
+        if not arch:
+            return
+        worker = self.context.runner.start(_weights_status, arch, events=False, name="weights")
+        worker.finished.connect(lambda pair: self.settings.set_weights_status(*pair))
+        worker.errored.connect(
+            lambda exc, a=arch: self.settings.set_weights_status(a, f"unknown ({exc})")
+        )
+
+    def import_weights(self, arch: str) -> None:
+        name, _ = QFileDialog.getOpenFileName(
+            self, f"Weights for {arch}", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
+        )
+        if not name:
+            return
+        from engine.weights import import_weights
+
+        worker = self.context.runner.start(import_weights, Path(name), arch, events=False,
+                                           name="import-weights")
+        worker.finished.connect(lambda path: self._weights_ready(arch, f"imported to {path}"))
+        worker.errored.connect(lambda exc: self.context.report_error("Cannot import", exc))
+
+    def download_weights(self, arch: str) -> None:
+        answer = QMessageBox.question(
+            self,
+            "Download pretrained weights?",
+            f"Loupe will connect to the internet (huggingface.co) to download the "
+            f"ImageNet weights for {arch} into your Hugging Face cache. Nothing else is "
+            "sent or downloaded. Continue?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        from engine.weights import download_weights
+
+        worker = self.context.runner.start(download_weights, arch, name="download-weights")
+        self.status.setText(f"Downloading weights for {arch}…")
+        worker.event.connect(self._on_event)
+        worker.finished.connect(lambda path: self._weights_ready(arch, f"downloaded to {path}"))
+        worker.errored.connect(lambda exc: self.context.report_error("Download failed", exc))
+
+    def _weights_ready(self, arch: str, what: str) -> None:
+        self.context.statusMessage.emit(f"Weights for {arch} {what}")
+        self.refresh_weights_status(arch)
+
+    # Learning-rate finder -----------------------------------------------------------
+    def find_lr(self) -> None:
+        if self.context.prepared is None or self.is_running():
+            return
+        try:
+            config = self.settings.config()
+        except LoupeError as exc:
+            self.context.report_error("Invalid training settings", exc)
+            return
+        from engine.training import lr_find
+
+        self.plots.setCurrentWidget(self.lr_plot)
+        self.settings.find_lr_button.setEnabled(False)
+        self.status.setText("Finding a learning rate…")
+        worker = self.context.runner.start(lr_find, self.context.prepared, config, name="lr-find")
+        worker.event.connect(self._on_event)
+        worker.finished.connect(self._on_lr_found)
+        worker.errored.connect(lambda exc: self.context.report_error("Learning-rate finder", exc))
+        worker.done.connect(self._update_ready)
+        self.lr_worker = worker
+
+    def _on_lr_found(self, result: Any) -> None:
+        self.lr_plot.show_result(result.lrs, result.losses, result.suggestion)
+        self.settings.set_lr(result.suggestion)
+        self.status.setText(
+            f"Suggested learning rate {format_lr(result.suggestion)}; click the plot to "
+            "choose another."
+        )
+
+    # Training -----------------------------------------------------------------------
+    def start_training(self, **overrides: Any) -> EngineWorker | None:
+        """Start a run with the form's settings (``overrides`` replace fields, e.g. for
+        tests or Results' Retrain). Returns the worker, or None if it could not start."""
+        if self.is_running():
+            return None
+        if self.context.prepared is None:
+            reason = self.context.data.error or "Open a folder (or try the sample) first."
+            self.context.errorRaised.emit("No training data", reason)
+            return None
+        try:
+            config = self.settings.config(**overrides)
+        except LoupeError as exc:
+            self.context.report_error("Invalid training settings", exc)
+            return None
+        if self.context.project is not None:
+            self.context.project.training = config.to_json()
+            self.context.save_project()
+        from engine.training import train
+
+        self._reset_view()
+        worker = self.context.runner.start(train, self.context.prepared, config, name="train")
+        worker.event.connect(self._on_event)
+        worker.finished.connect(self._on_finished)
+        worker.errored.connect(self._on_errored)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.done.connect(self._on_done)
+        self.worker = worker
+        self._set_running(True)
+        self.status.setText(f"Starting {config.arch}…")
+        return worker
+
+    def stop_training(self) -> None:
+        if self.is_running() and self.worker is not None:
+            self.worker.cancel()
+            self.status.setText("Stopping after the current batch…")
+            self.stop_button.setEnabled(False)
+
+    def _reset_view(self) -> None:
+        self.table.clear()
+        self.curves.reset()
+        self.banner.clear()
+        self.banner.hide()
+        self.progress.setRange(0, 0)
+        self._total_epochs = 0
+
+    def _set_running(self, running: bool) -> None:
+        self.settings.set_running(running)
+        self.stop_button.setEnabled(running)
+        self.context.set_training(running)
+        self._update_ready()
+
+    # Events (slots on the GUI thread) -------------------------------------------------
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, Progress):
+            self._on_progress(event)
+        elif isinstance(event, EpochEnded):
+            metrics = {k: v for k, v in event.metrics.items() if k not in _NOT_TABLE_COLUMNS}
+            self.table.add_epoch(event.epoch, metrics, event.phase)
+            self.curves.add_epoch(event.epoch, event.metrics)
+        elif isinstance(event, WarningEvent):
+            self.show_warning(event.message)
+        elif isinstance(event, Started) and event.task == "train":
+            self._total_epochs = event.total or 0
+            info = event.info
+            self.status.setText(
+                f"Training {info.get('arch', '')} on {info.get('device_name', '')} · "
+                f"{info.get('n_train', '?')} training / {info.get('n_valid', '?')} validation "
+                f"images · batch size {info.get('batch_size', '?')} · weights: "
+                f"{info.get('pretrained', '?')}"
+            )
+
+    def _on_progress(self, event: Progress) -> None:
+        self.progress.setRange(0, max(1, event.total))
+        self.progress.setValue(event.done)
+        if event.task == "train":
+            eta = format_seconds(event.eta_seconds) if event.eta_seconds is not None else ""
+            loss = f" · loss {event.loss:.4f}" if event.loss is not None else ""
+            self.progress.setFormat(
+                f"epoch {event.epoch}/{self._total_epochs} · batch %v/%m{loss}"
+                + (f" · {eta} left" if eta else "")
+            )
+            if event.loss is not None and event.epoch is not None:
+                self.curves.add_batch(event.epoch - 1 + event.done / event.total, event.loss)
+        elif event.task == "cache":
+            self.progress.setFormat("decoding images once: %v/%m")
+        elif event.task == "lr-find":
+            self.progress.setFormat("learning-rate finder: %v/%m")
+        else:
+            self.progress.setFormat(f"{event.message or event.task}: %v/%m")
+
+    def show_warning(self, message: str) -> None:
+        text = self.banner.text()
+        self.banner.setText(f"{text}\n⚠ {message}" if text else f"⚠ {message}")
+        self.banner.show()
+
+    def _on_finished(self, result: Any) -> None:
+        self.last_result = result
+        metrics = result.metrics
+        error = metrics.get("error_rate")
+        summary = f" · error rate {error:.3f}" if isinstance(error, float) else ""
+        self.status.setText(f"Finished{summary}. Model saved to {result.bundle_path}")
+        self.progress.setFormat("done")
+        self.context.set_model(result.bundle_path)
+        self.context.trainingFinished.emit(
+            {
+                "model": str(result.bundle_path),
+                "run_dir": str(result.run_dir),
+                "metrics": dict(metrics),
+                "history": [dict(row) for row in result.history],
+                "report": dict(result.report),
+                "result": result,
+            }
+        )
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self.status.setText(f"Training failed: {exc}")
+        self.context.report_error("Training failed", exc)
+
+    def _on_cancelled(self) -> None:
+        self.status.setText(
+            "Training stopped. Finished epochs are kept in the run folder (Models page)."
+        )
+        self.progress.setFormat("stopped")
+
+    def _on_done(self) -> None:
+        self._set_running(False)
+        self.runEnded.emit(self.worker.outcome if self.worker else "")

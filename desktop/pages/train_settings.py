@@ -1,0 +1,261 @@
+"""The Train page's settings form: architecture, schedule, augmentation, device.
+
+It turns widgets into an ``engine.training.TrainConfig`` (whose ``__post_init__`` is the
+one place settings are validated) and back from the project's saved ``training`` dict.
+Facts that need torch or the file system (weights found? which GPU?) are filled in by the
+page from workers; this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import QLocale, Signal
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import ConfigError
+from engine.models import ARCHITECTURES
+from engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE, TrainConfig
+
+SPEED_HINTS = {"fastest": "fastest", "fast": "fast", "medium": "medium", "slow": "slow"}
+
+
+def format_params(params: int) -> str:
+    return f"{params / 1e6:.1f} M params"
+
+
+def format_lr(lr: float) -> str:
+    return f"{lr:.2e}".replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+class TrainSettings(QWidget):
+    """Every setting of a run. Signals ask the page to do the slow parts in workers."""
+
+    archChanged = Signal(str)
+    importRequested = Signal(str)
+    downloadRequested = Signal(str)
+    findLrRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._arch_group())
+        layout.addWidget(self._schedule_group())
+        layout.addWidget(self._augment_group())
+        layout.addStretch(1)
+
+    # Groups -------------------------------------------------------------------------
+    def _arch_group(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.arch = QComboBox()
+        self.arch.setEditable(True)  # any timm model name is accepted too
+        for info in ARCHITECTURES:
+            self.arch.addItem(
+                f"{info.name}  ·  {format_params(info.params)}  ·  {info.speed}", info.name
+            )
+        self.arch.setCurrentIndex(max(0, self.arch.findData("resnet34")))
+        self.arch.currentIndexChanged.connect(lambda _i: self.archChanged.emit(self.arch_name()))
+        self.arch_note = QLabel()
+        self.arch_note.setWordWrap(True)
+        self.weights_label = QLabel("Pretrained weights: checking…")
+        self.weights_label.setWordWrap(True)
+        self.import_button = QPushButton("Import…")
+        self.import_button.setToolTip("Use a weights file (.safetensors or torchvision .pth)")
+        self.import_button.clicked.connect(lambda: self.importRequested.emit(self.arch_name()))
+        self.download_button = QPushButton("Download…")
+        self.download_button.setToolTip("Fetch the weights from the internet (asks first)")
+        self.download_button.clicked.connect(
+            lambda: self.downloadRequested.emit(self.arch_name())
+        )
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.import_button)
+        weights_row.addWidget(self.download_button)
+        weights_row.addStretch(1)
+        self.pretrained = QComboBox()
+        self.pretrained.addItem("Use weights found on this computer", "auto")
+        self.pretrained.addItem("None: train from random initialisation", "none")
+        form.addRow("Architecture", self.arch)
+        form.addRow("", self.arch_note)
+        form.addRow("", self.weights_label)
+        form.addRow("", weights_row)
+        form.addRow("Pretrained", self.pretrained)
+        self._update_note()
+        self.arch.currentIndexChanged.connect(lambda _i: self._update_note())
+        return box
+
+    def _schedule_group(self) -> QGroupBox:
+        box = QGroupBox("Training")
+        form = QFormLayout(box)
+        self.epochs = _spin(1, 1000, 4)
+        self.freeze_epochs = _spin(0, 100, 1)
+        self.freeze_epochs.setToolTip("Epochs with the pretrained body frozen (fine_tune)")
+        self.size = _spin(MIN_SIZE, MAX_SIZE, 224, step=32)
+        self.size.setSuffix(" px")
+        self.batch_size = _spin(0, 4096, 0, special="auto")
+        self.lr = QLineEdit(format_lr(DEFAULT_LR))
+        validator = QDoubleValidator(1e-8, 10.0, 10, self.lr)
+        validator.setLocale(QLocale.c())  # "1e-3" and "0.001" whatever the user's locale
+        self.lr.setValidator(validator)
+        self.lr.setToolTip("Peak learning rate of the one-cycle schedule")
+        self.find_lr_button = QPushButton("Find")
+        self.find_lr_button.setToolTip("Run the learning-rate finder; click its plot to choose")
+        self.find_lr_button.clicked.connect(self.findLrRequested)
+        lr_row = QHBoxLayout()
+        lr_row.addWidget(self.lr, 1)
+        lr_row.addWidget(self.find_lr_button)
+        self.device = QComboBox()
+        self.device.addItem("Automatic (best available)", "auto")
+        self.device.addItem("CPU", "cpu")
+        self.seed = _spin(0, 2**31 - 1, 42)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Frozen epochs", self.freeze_epochs)
+        form.addRow("Image size", self.size)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Learning rate", lr_row)
+        form.addRow("Device", self.device)
+        form.addRow("Seed", self.seed)
+        return box
+
+    def _augment_group(self) -> QGroupBox:
+        box = QGroupBox("Augmentation")
+        form = QFormLayout(box)
+        self.flip = QCheckBox("random horizontal flips")
+        self.flip.setChecked(True)
+        self.rotate = QDoubleSpinBox()
+        self.rotate.setRange(0, 45)
+        self.rotate.setValue(10)
+        self.rotate.setSuffix("°")
+        self.lighting = QDoubleSpinBox()
+        self.lighting.setRange(0, 0.9)
+        self.lighting.setSingleStep(0.05)
+        self.lighting.setValue(0.2)
+        self.progressive = QCheckBox("progressive resizing (small images first)")
+        form.addRow("Flip", self.flip)
+        form.addRow("Rotate up to", self.rotate)
+        form.addRow("Lighting", self.lighting)
+        form.addRow("", self.progressive)
+        return box
+
+    # Values -------------------------------------------------------------------------
+    def arch_name(self) -> str:
+        index = self.arch.currentIndex()
+        data = self.arch.itemData(index) if index >= 0 else None
+        text = self.arch.currentText().strip()
+        if data and text == self.arch.itemText(index):
+            return str(data)
+        return text.split()[0] if text else ""
+
+    def _update_note(self) -> None:
+        name = self.arch_name()
+        info = next((i for i in ARCHITECTURES if i.name == name), None)
+        self.arch_note.setText(
+            f"{info.family} · {format_params(info.params)} · {info.speed} · {info.note}"
+            if info else "timm model (not in the curated list)"
+        )
+
+    def set_weights_status(self, arch: str, status: str) -> None:
+        """Show what the engine found for ``arch`` (ignored if the user moved on)."""
+        if arch != self.arch_name():
+            return
+        found = status.startswith("found")
+        self.weights_label.setText(
+            f"Pretrained weights: {status}" if found else
+            "Pretrained weights: not found on this computer — training would start from "
+            "random initialisation (much less accurate). Import a file or download them."
+        )
+        self.import_button.setVisible(not found)
+        self.download_button.setVisible(not found)
+
+    def set_devices(self, devices: list[tuple[str, str]]) -> None:
+        """(value, label) pairs from the page's device probe; keeps the current choice."""
+        current = self.device.currentData()
+        self.device.clear()
+        for value, label in devices:
+            self.device.addItem(label, value)
+        self.device.setCurrentIndex(max(0, self.device.findData(current)))
+
+    def set_lr(self, lr: float) -> None:
+        if math.isfinite(lr) and lr > 0:
+            self.lr.setText(format_lr(lr))
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        """The TrainConfig the form describes; ConfigError names what is wrong."""
+        try:
+            lr = float(self.lr.text().strip()) if self.lr.text().strip() else None
+        except ValueError as exc:
+            raise ConfigError(f"learning rate {self.lr.text()!r} is not a number") from exc
+        values: dict[str, Any] = {
+            "arch": self.arch_name(),
+            "epochs": self.epochs.value(),
+            "freeze_epochs": self.freeze_epochs.value(),
+            "size": self.size.value(),
+            "batch_size": self.batch_size.value(),
+            "lr": lr,
+            "pretrained": str(self.pretrained.currentData()),
+            "device": str(self.device.currentData() or "auto"),
+            "seed": self.seed.value(),
+            "flip": self.flip.isChecked(),
+            "rotate": float(self.rotate.value()),
+            "lighting": float(self.lighting.value()),
+            "progressive_resize": self.progressive.isChecked(),
+        }
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    def apply_saved(self, saved: dict[str, Any]) -> None:
+        """Restore a project's saved settings; unknown or bad values keep the defaults."""
+        try:
+            config = TrainConfig.from_json({k: v for k, v in saved.items() if k != "out"})
+        except (ConfigError, TypeError, ValueError):
+            return
+        index = self.arch.findData(config.arch)
+        if index >= 0:
+            self.arch.setCurrentIndex(index)
+        else:
+            self.arch.setEditText(config.arch)
+        self.epochs.setValue(config.epochs)
+        self.freeze_epochs.setValue(config.freeze_epochs)
+        self.size.setValue(config.size)
+        self.batch_size.setValue(config.batch_size)
+        self.set_lr(config.max_lr)
+        self.pretrained.setCurrentIndex(max(0, self.pretrained.findData(config.pretrained)))
+        self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
+        self.seed.setValue(config.seed)
+        self.flip.setChecked(config.flip)
+        self.rotate.setValue(config.rotate)
+        self.lighting.setValue(config.lighting)
+        self.progressive.setChecked(config.progressive_resize)
+
+    def set_running(self, running: bool) -> None:
+        for widget in (self.arch, self.pretrained, self.epochs, self.freeze_epochs, self.size,
+                       self.batch_size, self.lr, self.find_lr_button, self.device, self.seed,
+                       self.flip, self.rotate, self.lighting, self.progressive,
+                       self.import_button, self.download_button):
+            widget.setEnabled(not running)

@@ -1,0 +1,260 @@
+"""An image with its activation-map overlay, and the controls that change it.
+
+Changing the opacity must be instant and must not run the model: the viewer keeps the
+image and the coloured heat map as two arrays at display resolution and re-blends them
+with numpy (a few milliseconds). Changing the method or the target class needs a new
+map, so those controls only emit a request; the page computes the map in a worker and
+hands back the arrays with :meth:`CamViewer.set_layers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPaintEvent, QPalette
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.widgets.image_grid import array_to_qimage
+
+DISPLAY_MAX_SIDE = 1024  # layers are kept at most this large: blending stays cheap
+PREDICTED = "(predicted class)"
+
+
+def _to_rgb_array(image: Any) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        arr = image
+    else:  # PIL image
+        arr = np.asarray(image.convert("RGB"))
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3], dtype=np.uint8)
+
+
+def display_layers(
+    image: Any, heat: Any | None, max_side: int = DISPLAY_MAX_SIDE
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Shrink the image (and the coloured heat map, resized to match) for display.
+
+    ``image`` and ``heat`` are PIL images or H×W×3 uint8 arrays; runs in a worker, since
+    resizing a 12-megapixel photo takes longer than a frame.
+    """
+    from PIL import Image
+
+    base = Image.fromarray(_to_rgb_array(image))
+    scale = min(1.0, max_side / max(base.size))
+    size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
+    if size != base.size:
+        base = base.resize(size, Image.Resampling.BILINEAR)
+    heat_arr = None
+    if heat is not None:
+        heat_img = Image.fromarray(_to_rgb_array(heat))
+        if heat_img.size != size:
+            heat_img = heat_img.resize(size, Image.Resampling.BILINEAR)
+        heat_arr = np.asarray(heat_img, dtype=np.uint8)
+    return np.asarray(base, dtype=np.uint8), heat_arr
+
+
+def blend(base: np.ndarray, heat: np.ndarray | None, opacity: float) -> np.ndarray:
+    """``(1 - opacity) * base + opacity * heat`` in uint8; the base alone when no heat."""
+    if heat is None or opacity <= 0.0:
+        return base
+    alpha = np.float32(min(1.0, max(0.0, opacity)))
+    mixed = base.astype(np.float32) * (1.0 - alpha) + heat.astype(np.float32) * alpha
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+class _ImageView(QWidget):
+    """Paints one QImage scaled to fit, aspect kept, centred."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._image: QImage | None = None
+        self._message = "Drop an image to see what the model sees"
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(120, 120)
+
+    def set_image(self, image: QImage | None, message: str = "") -> None:
+        self._image = image
+        if message:
+            self._message = message
+        self.update()
+
+    def image(self) -> QImage | None:
+        return self._image
+
+    def sizeHint(self) -> QSize:
+        return QSize(420, 420)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: ARG002
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), self.palette().color(QPalette.ColorRole.Base))
+        if self._image is None or self._image.isNull():
+            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                             self._message)
+            painter.end()
+            return
+        size = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        x = (self.width() - size.width()) // 2
+        y = (self.height() - size.height()) // 2
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.drawImage(QRect(x, y, size.width(), size.height()), self._image)
+        painter.end()
+
+
+class CamViewer(QWidget):
+    """Image + activation overlay with method, target-class and opacity controls.
+
+    Signals: ``methodChanged(str)`` and ``targetChanged(object)`` (a class name, or None
+    for "the predicted class") ask the page for a new map; ``opacityChanged(float)`` is
+    informational, the viewer re-blends by itself.
+    """
+
+    methodChanged = Signal(str)
+    targetChanged = Signal(object)
+    opacityChanged = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None, *, opacity: float = 0.5) -> None:
+        super().__init__(parent)
+        self._base: np.ndarray | None = None
+        self._heat: np.ndarray | None = None
+        self.blend_count = 0  # how many times the overlay was re-blended (diagnostics)
+        self.method_combo = QComboBox(self)
+        self.target_combo = QComboBox(self)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(opacity * 100))
+        self.opacity_slider.setToolTip("Opacity of the activation map (no recomputation)")
+        self._opacity_label = QLabel(f"{self.opacity_slider.value()}%", self)
+        self._opacity_label.setMinimumWidth(36)
+        self._caption = QLabel("", self)
+        self._caption.setWordWrap(True)
+        self.view = _ImageView(self)
+        self._build_layout()
+        self.method_combo.currentIndexChanged.connect(self._on_method)
+        self.target_combo.currentIndexChanged.connect(self._on_target)
+        self.opacity_slider.valueChanged.connect(self._on_opacity)
+        self.target_combo.addItem(PREDICTED, None)
+
+    def _build_layout(self) -> None:
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Map:", self))
+        controls.addWidget(self.method_combo)
+        controls.addWidget(QLabel("Class:", self))
+        controls.addWidget(self.target_combo, 1)
+        controls.addWidget(QLabel("Opacity:", self))
+        controls.addWidget(self.opacity_slider, 1)
+        controls.addWidget(self._opacity_label)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self._caption)
+
+    # -- configuration -----------------------------------------------------------------
+    def set_methods(self, methods: Sequence[tuple[str, str]], current: str | None = None) -> None:
+        """Fill the method combo with ``(key, label)`` pairs; :meth:`method` returns keys."""
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        for key, label in methods:
+            self.method_combo.addItem(label, key)
+        if current is not None:
+            index = self.method_combo.findData(current)
+            if index >= 0:
+                self.method_combo.setCurrentIndex(index)
+        self.method_combo.blockSignals(False)
+
+    def set_method(self, key: str) -> None:
+        """Select a method by key (emits ``methodChanged`` when it changes)."""
+        index = self.method_combo.findData(key)
+        if index >= 0:
+            self.method_combo.setCurrentIndex(index)
+
+    def set_target(self, name: str | None) -> None:
+        """Select a target class by name, or None for the predicted class."""
+        index = self.target_combo.findData(name) if name is not None else 0
+        if index >= 0:
+            self.target_combo.setCurrentIndex(index)
+
+    def set_classes(self, classes: Sequence[str]) -> None:
+        """Fill the target-class combo; the first entry always means "predicted class"."""
+        self.target_combo.blockSignals(True)
+        self.target_combo.clear()
+        self.target_combo.addItem(PREDICTED, None)
+        for name in classes:
+            self.target_combo.addItem(name, name)
+        self.target_combo.blockSignals(False)
+
+    def method(self) -> str:
+        data = self.method_combo.currentData()
+        return data if isinstance(data, str) else self.method_combo.currentText()
+
+    def target(self) -> str | None:
+        return self.target_combo.currentData()
+
+    def opacity(self) -> float:
+        return self.opacity_slider.value() / 100.0
+
+    def set_opacity(self, value: float) -> None:
+        self.opacity_slider.setValue(round(min(1.0, max(0.0, value)) * 100))
+
+    # -- content -----------------------------------------------------------------------
+    def set_layers(self, base: np.ndarray, heat: np.ndarray | None, caption: str = "") -> None:
+        """Show ``base`` with ``heat`` (same size, from :func:`display_layers`) blended."""
+        if heat is not None and heat.shape != base.shape:
+            raise ValueError(f"heat map {heat.shape} does not match the image {base.shape}")
+        self._base, self._heat = base, heat
+        self._caption.setText(caption)
+        self._reblend()
+
+    def set_caption(self, caption: str) -> None:
+        self._caption.setText(caption)
+
+    def clear(self, message: str = "Drop an image to see what the model sees") -> None:
+        self._base = self._heat = None
+        self._caption.setText("")
+        self.view.set_image(None, message)
+
+    def has_overlay(self) -> bool:
+        return self._heat is not None
+
+    def has_image(self) -> bool:
+        return self._base is not None
+
+    def displayed_array(self) -> np.ndarray | None:
+        """The blended pixels currently shown (what the user sees, before scaling)."""
+        if self._base is None:
+            return None
+        return blend(self._base, self._heat, self.opacity())
+
+    def _reblend(self) -> None:
+        pixels = self.displayed_array()
+        if pixels is None:
+            self.view.set_image(None)
+            return
+        self.blend_count += 1
+        self.view.set_image(array_to_qimage(pixels))
+
+    # -- slots ---------------------------------------------------------------------------
+    def _on_method(self, _index: int) -> None:
+        if self.method_combo.count():
+            self.methodChanged.emit(self.method())
+
+    def _on_target(self, _index: int) -> None:
+        self.targetChanged.emit(self.target())
+
+    def _on_opacity(self, value: int) -> None:
+        self._opacity_label.setText(f"{value}%")
+        self._reblend()
+        self.opacityChanged.emit(value / 100.0)

@@ -1,0 +1,305 @@
+"""A thumbnail grid (model/view): captions, selection, context menus, background decoding.
+
+Decoding an image can take tens of milliseconds, so thumbnails are never decoded on the
+UI thread: a QThreadPool task decodes and shrinks the file with the engine's loader
+(EXIF orientation, bomb limits, 16-bit and alpha handled the same as training) into a
+QImage, and a queued signal hands it back to the model, which turns it into a pixmap.
+Items may also carry pixels already (a CAM overlay array) instead of a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPoint,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QColor, QImage, QPalette, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QWidget
+
+_Index = QModelIndex | QPersistentModelIndex
+_EAGER_LIMIT = 200  # items loaded right away; the rest load when the view asks for them
+_POOL: QThreadPool | None = None
+
+
+def thumbnail_pool() -> QThreadPool:
+    """A small pool shared by every grid, so thumbnails never starve training threads."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool()
+        _POOL.setMaxThreadCount(2)
+    return _POOL
+
+
+@dataclass
+class GridItem:
+    """One cell: ``path`` to decode or ``image`` (H×W×3 uint8 array / PIL image) to show.
+
+    ``data`` is the page's payload (a rel path, labels, probabilities); the grid never
+    reads it. ``highlight`` draws the caption in the palette's warning colour.
+    """
+
+    path: Path | None = None
+    caption: str = ""
+    tooltip: str = ""
+    data: Any = None
+    image: Any = None
+    highlight: bool = False
+
+
+def array_to_qimage(array: np.ndarray) -> QImage:
+    """An H×W×3 (or H×W) uint8 array as a QImage that owns its memory."""
+    arr = np.ascontiguousarray(array, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    height, width = arr.shape[:2]
+    image = QImage(arr.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return image.copy()
+
+
+def pil_to_qimage(img: Any) -> QImage:
+    """A PIL image (any mode) as an RGB QImage that owns its memory."""
+    return array_to_qimage(np.asarray(img.convert("RGB")))
+
+
+def load_thumbnail(item: GridItem, size: int) -> QImage:
+    """Decode and shrink one item to fit ``size``×``size``; runs on a pool thread."""
+    if item.image is not None:
+        source = item.image
+        if isinstance(source, np.ndarray):
+            from PIL import Image
+
+            source = Image.fromarray(np.ascontiguousarray(source, dtype=np.uint8))
+        img = source.convert("RGB")
+    else:
+        from engine.imageio import load_rgb
+
+        img = load_rgb(item.path, min_short_side=size)
+    img = img.copy()
+    img.thumbnail((size, size))
+    return pil_to_qimage(img)
+
+
+class _ThumbSignals(QObject):
+    """Carries results from pool threads; parentless so pending tasks keep it alive."""
+
+    loaded = Signal(int, int, object)  # generation, row, QImage
+    failed = Signal(int, int, str)
+
+
+class _ThumbTask(QRunnable):
+    def __init__(self, signals: _ThumbSignals, generation: int, row: int,
+                 item: GridItem, size: int) -> None:
+        super().__init__()
+        self._signals, self._generation, self._row = signals, generation, row
+        self._item, self._size = item, size
+
+    def run(self) -> None:
+        try:
+            image = load_thumbnail(self._item, self._size)
+        except Exception as exc:  # noqa: BLE001 - shown as the cell's tooltip
+            self._signals.failed.emit(self._generation, self._row, str(exc))
+        else:
+            self._signals.loaded.emit(self._generation, self._row, image)
+
+
+class ImageGridModel(QAbstractListModel):
+    """Items plus their thumbnails; ``idle`` fires when no thumbnail is still loading."""
+
+    idle = Signal()
+
+    def __init__(self, parent: QObject | None = None, thumb_size: int = 128) -> None:
+        super().__init__(parent)
+        self._items: list[GridItem] = []
+        self._thumbs: dict[int, QPixmap] = {}
+        self._errors: dict[int, str] = {}
+        self._requested: set[int] = set()
+        self._generation = 0
+        self._thumb_size = thumb_size
+        self._signals = _ThumbSignals()
+        self._signals.loaded.connect(self._on_loaded)
+        self._signals.failed.connect(self._on_failed)
+        self._placeholder = self._make_placeholder()
+
+    def set_items(self, items: Sequence[GridItem]) -> None:
+        self.beginResetModel()
+        self._generation += 1
+        self._items = list(items)
+        self._thumbs.clear()
+        self._errors.clear()
+        self._requested.clear()
+        self.endResetModel()
+        for row in range(min(len(self._items), _EAGER_LIMIT)):
+            self._request(row)
+        if not self._items:
+            self.idle.emit()
+
+    def items(self) -> list[GridItem]:
+        return list(self._items)
+
+    def item(self, row: int) -> GridItem:
+        return self._items[row]
+
+    def has_thumbnail(self, row: int) -> bool:
+        return row in self._thumbs
+
+    def thumbnail(self, row: int) -> QPixmap | None:
+        return self._thumbs.get(row)
+
+    def error(self, row: int) -> str | None:
+        return self._errors.get(row)
+
+    def pending(self) -> int:
+        return len(self._requested) - len(self._thumbs) - len(self._errors)
+
+    def load_all(self) -> None:
+        """Request every thumbnail (the view normally asks only for visible ones)."""
+        for row in range(len(self._items)):
+            self._request(row)
+
+    def _request(self, row: int) -> None:
+        if row in self._requested:
+            return
+        self._requested.add(row)
+        task = _ThumbTask(self._signals, self._generation, row, self._items[row],
+                          self._thumb_size)
+        thumbnail_pool().start(task)
+
+    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
+        if generation != self._generation or row >= len(self._items):
+            return
+        self._thumbs[row] = QPixmap.fromImage(image)
+        self._changed(row)
+
+    def _on_failed(self, generation: int, row: int, message: str) -> None:
+        if generation != self._generation or row >= len(self._items):
+            return
+        self._errors[row] = message
+        self._changed(row)
+
+    def _changed(self, row: int) -> None:
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+        if self.pending() == 0:
+            self.idle.emit()
+
+    def _make_placeholder(self) -> QPixmap:
+        pixmap = QPixmap(self._thumb_size, self._thumb_size)
+        pixmap.fill(QColor(128, 128, 128, 60))
+        return pixmap
+
+    # Qt model interface -------------------------------------------------------------
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._items)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self._items):
+            return None
+        row = index.row()
+        item = self._items[row]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.caption
+        if role == Qt.ItemDataRole.DecorationRole:
+            if row not in self._requested:
+                self._request(row)
+            return self._thumbs.get(row, self._placeholder)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = item.tooltip or (str(item.path) if item.path else item.caption)
+            error = self._errors.get(row)
+            return f"{tip}\n{error}" if error else tip
+        if role == Qt.ItemDataRole.ForegroundRole and (item.highlight or row in self._errors):
+            return QBrush(QColor(200, 40, 40))
+        return None
+
+
+class ImageGrid(QListView):
+    """The thumbnail grid widget.
+
+    Signals: ``itemActivated(GridItem)`` on double-click/Enter, ``itemsSelected(list)``
+    when the selection changes. :meth:`set_menu_builder` installs a function that fills
+    the context menu for the selected items (pages add Relabel/Exclude there).
+    """
+
+    itemActivated = Signal(object)
+    itemsSelected = Signal(list)
+
+    def __init__(self, parent: QWidget | None = None, *, thumb_size: int = 128) -> None:
+        super().__init__(parent)
+        self._model = ImageGridModel(self, thumb_size)
+        self.setModel(self._model)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setWordWrap(True)
+        self.setSpacing(6)
+        self.setIconSize(QSize(thumb_size, thumb_size))
+        self.setGridSize(QSize(thumb_size + 24, thumb_size + 48))
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._show_menu)
+        self.activated.connect(lambda index: self.itemActivated.emit(self._model.item(index.row())))
+        self.selectionModel().selectionChanged.connect(
+            lambda *_: self.itemsSelected.emit(self.selected_items()))
+        self._menu_builder: Callable[[QMenu, list[GridItem]], None] | None = None
+        self.setBackgroundRole(QPalette.ColorRole.Base)
+
+    @property
+    def grid_model(self) -> ImageGridModel:
+        return self._model
+
+    def set_items(self, items: Sequence[GridItem]) -> None:
+        self._model.set_items(items)
+
+    def items(self) -> list[GridItem]:
+        return self._model.items()
+
+    def selected_items(self) -> list[GridItem]:
+        rows = sorted(index.row() for index in self.selectionModel().selectedIndexes())
+        return [self._model.item(row) for row in rows]
+
+    def select_rows(self, rows: Sequence[int]) -> None:
+        """Select exactly ``rows`` (used by keyboard actions and tests)."""
+        selection = QItemSelection()
+        for row in rows:
+            index = self._model.index(row)
+            selection.select(index, index)
+        self.selectionModel().select(
+            selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+
+    def set_menu_builder(self, builder: Callable[[QMenu, list[GridItem]], None]) -> None:
+        self._menu_builder = builder
+
+    def build_menu(self, items: list[GridItem]) -> QMenu:
+        """The context menu for ``items`` (separate from showing it, so tests can read it)."""
+        menu = QMenu(self)
+        if self._menu_builder is not None:
+            self._menu_builder(menu, items)
+        return menu
+
+    def _show_menu(self, pos: QPoint) -> None:
+        index = self.indexAt(pos)
+        if index.isValid() and not self.selectionModel().isSelected(index):
+            self.select_rows([index.row()])
+        items = self.selected_items()
+        if not items or self._menu_builder is None:
+            return
+        menu = self.build_menu(items)
+        if not menu.isEmpty():
+            menu.exec(self.viewport().mapToGlobal(pos))

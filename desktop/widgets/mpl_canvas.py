@@ -1,0 +1,81 @@
+"""A matplotlib figure inside a Qt widget, themed from the Qt palette.
+
+Pages draw into ``canvas.figure`` and call :meth:`MplCanvas.redraw`; ``draw_idle`` lets
+Qt coalesce repaints, so a training page updating per batch never blocks the UI.
+"""
+
+from __future__ import annotations
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+
+class MplCanvas(FigureCanvasQTAgg):
+    """FigureCanvasQTAgg owning its Figure; colours follow the light/dark palette.
+
+    The Figure is built directly (no pyplot), so there is no global figure state.
+
+    ``width``/``height`` are the preferred size in inches; the canvas expands with its
+    layout. Call :meth:`clear` then add axes (``self.figure.add_subplot``) and
+    :meth:`redraw`; :meth:`axes` returns a single, cleared axes for the common case.
+    """
+
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        width: float = 5.0,
+        height: float = 3.5,
+        dpi: int = 100,
+    ) -> None:
+        self.figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+        super().__init__(self.figure)
+        if parent is not None:
+            self.setParent(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(160, 120)
+        self._apply_palette()
+
+    def clear(self) -> None:
+        """Remove every axes and re-apply the palette colours."""
+        self.figure.clear()
+        self._apply_palette()
+
+    def axes(self):  # -> matplotlib.axes.Axes
+        """A fresh single axes filling the figure (clears the figure first)."""
+        self.clear()
+        ax = self.figure.add_subplot(1, 1, 1)
+        self.style_axes(ax)
+        return ax
+
+    def style_axes(self, ax) -> None:
+        """Give an axes the palette's text and background colours."""
+        fg, bg = self._colours()
+        ax.set_facecolor(bg)
+        ax.tick_params(colors=fg, which="both")
+        for spine in ax.spines.values():
+            spine.set_color(fg)
+        ax.xaxis.label.set_color(fg)
+        ax.yaxis.label.set_color(fg)
+        ax.title.set_color(fg)
+
+    def foreground(self) -> str:
+        """The palette's text colour as a hex string, for texts drawn by pages."""
+        return self._colours()[0]
+
+    def redraw(self) -> None:
+        """Schedule a repaint (coalesced by Qt; cheap to call often)."""
+        self.draw_idle()
+
+    def _colours(self) -> tuple[str, str]:
+        palette = self.palette()
+        fg = palette.color(QPalette.ColorRole.WindowText).name()
+        bg = palette.color(QPalette.ColorRole.Base).name()
+        return fg, bg
+
+    def _apply_palette(self) -> None:
+        window = self.palette().color(QPalette.ColorRole.Window).name()
+        self.figure.set_facecolor(window)
+        self.figure.set_edgecolor(window)

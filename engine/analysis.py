@@ -1,0 +1,463 @@
+"""Error analysis on the validation set: where the model goes wrong, and on what.
+
+One batched pass over the validation images collects logits and penultimate-layer
+features together (a pre-hook on the classifier captures its input, so there is no second
+forward). From those come: the confusion matrix (counts and row-normalized), the
+most-confused pairs, per-class precision/recall/F1/support, the top losses with their
+activation maps, and a 2-D map of the images from their embeddings (PCA, or t-SNE when
+scikit-learn is installed). Each is a plain data object for the GUI; the figures for the
+CLI are in :mod:`engine.analysis_plots`. Metric arithmetic is reused from
+:mod:`engine.training.metrics` so validation during training and analysis here agree.
+
+Multi-label models have no single predicted class per image, so they get no confusion
+matrix or confused pairs; per-class reports use each class's threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConfigError, DatasetError, LoupeError
+from engine.events import (
+    CancelToken,
+    EventCallback,
+    Finished,
+    Progress,
+    Started,
+    WarningEvent,
+    ignore_event,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from engine.cache import ImageCache
+    from engine.labels import LabelledItem
+    from engine.predict import Predictor
+
+EMBEDDING_METHODS = ("pca", "tsne", "auto")
+
+
+@dataclass(frozen=True)
+class ValidationOutputs:
+    """Everything one pass over the validation set yields, aligned by row."""
+
+    paths: tuple[Path, ...]
+    targets: torch.Tensor  # N class indices, or N×C multi-hot for multi-label
+    logits: torch.Tensor  # N×C
+    features: torch.Tensor  # N×D, the classifier's input
+    crop_boxes: tuple[tuple[float, float, float, float], ...]
+
+
+@dataclass(frozen=True)
+class ConfusionData:
+    """Rows are actual classes, columns predicted; ``normalized`` rows sum to 1 (or 0)."""
+
+    classes: tuple[str, ...]
+    counts: list[list[int]]
+    normalized: list[list[float]]
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    actual: str
+    predicted: str
+    count: int
+
+
+@dataclass(frozen=True)
+class TopLoss:
+    """One of the images the model is most wrong (or least sure) about.
+
+    ``prob`` is the probability the model gave its prediction; the activation map is for
+    the predicted class: where the model looked when it got this image wrong.
+    """
+
+    path: Path
+    actual: str
+    predicted: str
+    prob: float
+    loss: float
+    heatmap: np.ndarray | None
+    crop_box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class EmbeddingMap:
+    """2-D coordinates of the validation images from their penultimate features."""
+
+    method: str
+    coords: np.ndarray  # N×2
+    actual: tuple[str, ...]
+    predicted: tuple[str, ...]
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    classes: tuple[str, ...]
+    multi_label: bool
+    count: int
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    confusion: ConfusionData | None
+    most_confused: list[ConfusedPair]
+    top_losses: list[TopLoss]
+    embedding: EmbeddingMap | None
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``metrics.json`` that ``loupe analyze`` writes (no arrays but the matrix)."""
+        return {
+            "classes": list(self.classes),
+            "multi_label": self.multi_label,
+            "count": self.count,
+            "metrics": self.metrics,
+            "per_class": self.per_class,
+            "confusion": None
+            if self.confusion is None
+            else {"counts": self.confusion.counts, "normalized": self.confusion.normalized},
+            "most_confused": [
+                {"actual": p.actual, "predicted": p.predicted, "count": p.count}
+                for p in self.most_confused
+            ],
+            "top_losses": [
+                {"path": str(t.path), "actual": t.actual, "predicted": t.predicted,
+                 "prob": t.prob, "loss": t.loss}
+                for t in self.top_losses
+            ],
+            "embedding": None if self.embedding is None else self.embedding.method,
+            "skipped": self.skipped,
+        }
+
+
+def collect_outputs(
+    predictor: Predictor,
+    items: Sequence[LabelledItem],
+    *,
+    batch_size: int = 32,
+    cache: ImageCache | None = None,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> tuple[ValidationOutputs, list[str]]:
+    """Run the model once over ``items``; returns the outputs and the files skipped.
+
+    A file that no longer decodes is skipped with a warning event, not fatal: analysis of
+    the rest is still worth having.
+    """
+    import torch
+
+    targets_of = _target_encoder(predictor)
+    captured: list[torch.Tensor] = []
+    handle = _classifier(predictor.model).register_forward_pre_hook(
+        lambda _m, inputs: captured.append(inputs[0].detach().flatten(1).float().cpu())
+    )
+    rows: dict[str, list[Any]] = {"paths": [], "targets": [], "logits": [], "boxes": []}
+    skipped: list[str] = []
+    on_event(Started("analysis", total=len(items)))
+    try:
+        for start in range(0, len(items), batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            tensors = []
+            for labelled in items[start : start + batch_size]:
+                try:
+                    tensor, box = _input_for(predictor, labelled, cache)
+                except LoupeError as err:
+                    skipped.append(str(labelled.item.path))
+                    on_event(WarningEvent("unreadable-image", str(err)))
+                    continue
+                tensors.append(tensor)
+                rows["paths"].append(labelled.item.path)
+                rows["targets"].append(targets_of(labelled))
+                rows["boxes"].append(box)
+            if tensors:
+                rows["logits"].append(predictor.logits(torch.stack(tensors)))
+            on_event(Progress("analysis", min(start + batch_size, len(items)), len(items)))
+    finally:
+        handle.remove()
+    if not rows["paths"]:
+        raise DatasetError("no validation image could be read; nothing to analyse")
+    outputs = ValidationOutputs(
+        paths=tuple(rows["paths"]),
+        targets=torch.stack(rows["targets"]),
+        logits=torch.cat(rows["logits"]),
+        features=torch.cat(captured),
+        crop_boxes=tuple(rows["boxes"]),
+    )
+    on_event(Finished("analysis", {"count": len(outputs.paths)}))
+    return outputs, skipped
+
+
+def _input_for(
+    predictor: Predictor, labelled: LabelledItem, cache: ImageCache | None
+) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    """The validation view of one item: from the image cache if its presize matches."""
+    pre = predictor.preprocessing
+    if cache is not None and getattr(cache, "presize", None) == pre.presize:
+        from engine.transforms import eval_tensor_from_cached, normalize
+
+        u8 = cache.get(labelled.item)
+        height, width = int(u8.shape[1]), int(u8.shape[2])
+        x = normalize(eval_tensor_from_cached(u8, pre.size), pre.mean, pre.std)
+        return x, predictor.crop_box_for((width, height))
+    prepared = predictor.prepare(labelled.item.path)
+    return prepared.tensor, prepared.crop_box
+
+
+def _target_encoder(predictor: Predictor):
+    """labels -> class index (single-label) or multi-hot row; unknown labels are an error."""
+    import torch
+
+    index = {name: i for i, name in enumerate(predictor.classes)}
+
+    def encode(labelled: LabelledItem) -> torch.Tensor:
+        missing = [label for label in labelled.labels if label not in index]
+        if missing:
+            raise DatasetError(
+                f"{labelled.item.path}: label {missing[0]!r} is not a class of this model "
+                f"(classes: {', '.join(predictor.classes)}); analyse with the data the "
+                "model was trained on"
+            )
+        if predictor.multi_label:
+            row = torch.zeros(len(index), dtype=torch.long)
+            row[[index[label] for label in labelled.labels]] = 1
+            return row
+        if len(labelled.labels) != 1:
+            raise DatasetError(
+                f"{labelled.item.path}: {len(labelled.labels)} labels for a single-label model"
+            )
+        return torch.tensor(index[labelled.labels[0]])
+
+    return encode
+
+
+def _classifier(model: torch.nn.Module) -> torch.nn.Module:
+    """The final classification layer, whose input is the penultimate embedding."""
+    import torch
+
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        head = getter()
+        if isinstance(head, torch.nn.Module) and not isinstance(head, torch.nn.Identity):
+            return head
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ConfigError("the model has no linear classifier layer to take embeddings from")
+    return linears[-1]
+
+
+def analyze(
+    predictor: Predictor,
+    items: Sequence[LabelledItem],
+    *,
+    top_k: int = 9,
+    cam_method: str | None = "gradcam",
+    embedding: str = "pca",
+    batch_size: int = 32,
+    cache: ImageCache | None = None,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> Analysis:
+    """The whole error analysis for ``items`` (normally ``prepared.plan.valid``)."""
+    from engine.training import metrics
+
+    if embedding not in EMBEDDING_METHODS:
+        raise ConfigError(
+            f"unknown embedding map {embedding!r}; choose one of: {', '.join(EMBEDDING_METHODS)}"
+        )
+    if not items:
+        raise DatasetError("the validation set is empty; choose a split with a validation part")
+    outputs, skipped = collect_outputs(
+        predictor, items, batch_size=batch_size, cache=cache, on_event=on_event, cancel=cancel
+    )
+    preds = _predictions(predictor, outputs.logits)
+    thresholds = [predictor.thresholds[c] for c in predictor.classes]
+    summary = metrics.epoch_metrics(
+        outputs.logits, outputs.targets, multi_label=predictor.multi_label, thresholds=thresholds
+    )
+    summary["valid_loss"] = float(_losses(predictor, outputs).mean())
+    confusion = None if predictor.multi_label else confusion_data(predictor.classes, preds,
+                                                                   outputs.targets)
+    return Analysis(
+        classes=predictor.classes,
+        multi_label=predictor.multi_label,
+        count=len(outputs.paths),
+        metrics={k: float(v) for k, v in summary.items()},
+        per_class=metrics.per_class_report(preds, outputs.targets, predictor.classes),
+        confusion=confusion,
+        most_confused=most_confused(confusion) if confusion else [],
+        top_losses=top_losses(predictor, outputs, k=top_k, cam_method=cam_method),
+        embedding=embedding_map(predictor, outputs, preds, method=embedding),
+        skipped=skipped,
+    )
+
+
+def _predictions(predictor: Predictor, logits: torch.Tensor) -> torch.Tensor:
+    from engine.training import metrics
+
+    if predictor.multi_label:
+        thresholds = [predictor.thresholds[c] for c in predictor.classes]
+        return metrics.multi_label_predictions(logits, thresholds)
+    return logits.argmax(dim=1)
+
+
+def _losses(predictor: Predictor, outputs: ValidationOutputs) -> torch.Tensor:
+    """Per-image loss: cross-entropy, or mean binary cross-entropy over classes."""
+    import torch.nn.functional as F
+
+    if predictor.multi_label:
+        return F.binary_cross_entropy_with_logits(
+            outputs.logits, outputs.targets.float(), reduction="none"
+        ).mean(dim=1)
+    return F.cross_entropy(outputs.logits, outputs.targets, reduction="none")
+
+
+def confusion_data(
+    classes: Sequence[str], preds: torch.Tensor, targets: torch.Tensor
+) -> ConfusionData:
+    """Counts and row-normalized rates (a class with no images has a zero row)."""
+    from engine.training.metrics import confusion_matrix
+
+    counts = confusion_matrix(preds, targets, len(classes))
+    totals = counts.sum(dim=1, keepdim=True).clamp_min(1)
+    normalized = counts.float() / totals
+    return ConfusionData(tuple(classes), counts.tolist(), normalized.tolist())
+
+
+def most_confused(confusion: ConfusionData, min_count: int = 1) -> list[ConfusedPair]:
+    """Off-diagonal cells with at least ``min_count`` images, most frequent first."""
+    pairs = [
+        ConfusedPair(actual, predicted, count)
+        for i, actual in enumerate(confusion.classes)
+        for j, predicted in enumerate(confusion.classes)
+        if i != j and (count := confusion.counts[i][j]) >= min_count
+    ]
+    return sorted(pairs, key=lambda p: (-p.count, p.actual, p.predicted))
+
+
+def top_losses(
+    predictor: Predictor,
+    outputs: ValidationOutputs,
+    *,
+    k: int = 9,
+    cam_method: str | None = "gradcam",
+) -> list[TopLoss]:
+    """The ``k`` highest-loss images, each with an activation map for its prediction."""
+    from engine.training import metrics
+
+    losses = _losses(predictor, outputs)
+    values, indices = metrics.top_losses(losses, k)
+    chosen = [int(i) for i in indices.tolist()]
+    heatmaps = _heatmaps_for(predictor, outputs, chosen, cam_method)
+    probs = predictor.probabilities(outputs.logits)
+    result = []
+    for rank, (row, loss) in enumerate(zip(chosen, values.tolist(), strict=True)):
+        actual, predicted, prob = _describe_row(predictor, outputs.targets[row], probs[row])
+        result.append(
+            TopLoss(outputs.paths[row], actual, predicted, prob, float(loss),
+                    heatmaps[rank] if heatmaps else None, outputs.crop_boxes[row])
+        )
+    return result
+
+
+def _describe_row(
+    predictor: Predictor, target: torch.Tensor, probs: torch.Tensor
+) -> tuple[str, str, float]:
+    classes = predictor.classes
+    if not predictor.multi_label:
+        best = int(probs.argmax())
+        return classes[int(target)], classes[best], float(probs[best])
+    actual = [c for c, on in zip(classes, target.tolist(), strict=True) if on]
+    chosen = [c for c in classes if float(probs[classes.index(c)]) >= predictor.thresholds[c]]
+    # The class the model is most wrong about decides the shown probability.
+    wrong = (probs - target.float()).abs().argmax()
+    return ";".join(actual) or "(none)", ";".join(chosen) or "(none)", float(probs[wrong])
+
+
+def _heatmaps_for(
+    predictor: Predictor, outputs: ValidationOutputs, rows: list[int], method: str | None
+) -> list[np.ndarray]:
+    """Activation maps for the chosen rows, all in one batched forward."""
+    if method is None or not rows:
+        return []
+    import torch
+
+    from engine.cam import cam_forward
+
+    batch = torch.stack([predictor.prepare(outputs.paths[r]).tensor for r in rows])
+    _, maps, _, _ = cam_forward(predictor, batch, method=method)
+    return maps
+
+
+def embedding_map(
+    predictor: Predictor,
+    outputs: ValidationOutputs,
+    preds: torch.Tensor,
+    *,
+    method: str = "pca",
+) -> EmbeddingMap | None:
+    """2-D map of the penultimate features; None with fewer than 3 images."""
+    import numpy as np
+
+    features = outputs.features
+    if features.shape[0] < 3:
+        return None
+    chosen = _embedding_method(method, features.shape[0])
+    if chosen == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(2, (features.shape[0] - 1) // 3)))
+        coords = TSNE(n_components=2, perplexity=perplexity, init="pca",
+                      random_state=0).fit_transform(features.numpy())
+    else:
+        coords = _pca_2d(features)
+    classes = predictor.classes
+
+    def names(row: torch.Tensor) -> str:
+        if row.ndim == 0:
+            return classes[int(row)]
+        return ";".join(c for c, on in zip(classes, row.tolist(), strict=True) if on) or "(none)"
+
+    return EmbeddingMap(
+        method=chosen,
+        coords=np.asarray(coords, dtype=np.float32),
+        actual=tuple(names(t) for t in outputs.targets),
+        predicted=tuple(names(p) for p in preds),
+        paths=outputs.paths,
+    )
+
+
+def _embedding_method(method: str, count: int) -> str:
+    import importlib.util
+
+    has_sklearn = importlib.util.find_spec("sklearn") is not None
+    if method == "tsne" and not has_sklearn:
+        raise ConfigError(
+            "t-SNE needs scikit-learn, which is not installed: "
+            "pip install scikit-learn (or use the PCA map)"
+        )
+    if method == "auto":
+        return "tsne" if has_sklearn and count >= 10 else "pca"
+    return method
+
+
+def _pca_2d(features: torch.Tensor) -> np.ndarray:
+    """Project centred features on their two main directions (torch.pca_lowrank)."""
+    import numpy as np
+    import torch
+
+    x = features.double()
+    centred = x - x.mean(dim=0, keepdim=True)
+    q = min(2, *centred.shape)
+    with torch.random.fork_rng():  # pca_lowrank is randomized: same map every time
+        torch.manual_seed(0)
+        _, _, v = torch.pca_lowrank(centred, q=q, center=False)
+    coords = (centred @ v[:, :q]).numpy()
+    if q < 2:  # one feature or two images: pad so callers always get N×2
+        coords = np.concatenate([coords, np.zeros((coords.shape[0], 2 - q))], axis=1)
+    return coords.astype(np.float32)

@@ -1,0 +1,188 @@
+"""Run folders: config, split manifest, per-epoch metrics, checkpoints, test-set looks.
+
+Each run lives in ``engine.paths.runs_dir()/RUN_ID`` — the user data dir, never the
+image folder. Layout::
+
+    config.json              TrainConfig
+    data.json                how to rebuild the data (root, label/split rules, overrides)
+    manifest.json            the split (rel paths per set) the run trained on
+    metrics.jsonl            one JSON object per finished epoch
+    checkpoint.safetensors   model + optimizer tensors; the scalars as JSON in its header
+    checkpoint.json          the same scalars, for people and tools
+    run.json                 status, bundle path, test-set looks
+
+Checkpoints hold no pickle: tensors go to safetensors, everything else to JSON. Both files
+are written atomically; the safetensors header carries the scalars itself, so a kill
+between the two writes can never pair weights with the wrong epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine import paths
+from engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from engine.errors import ConfigError, ModelFileError
+
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_JSON = "checkpoint.json"
+_HEADER_KEY = "loupe.checkpoint"
+_MODEL, _OPTIM = "model.", "optimizer."
+
+
+def new_run_dir(arch: str) -> Path:
+    """A fresh, unique run folder named by UTC time, architecture and a random suffix."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in arch)[:40]
+    path = paths.runs_dir() / f"{stamp}-{safe}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def find_run(run: str | Path) -> Path:
+    """Resolve a run given as a folder path or as a run id under the runs dir."""
+    candidate = Path(run).expanduser()
+    for path in (candidate, paths.runs_dir() / str(run)):
+        if (path / "config.json").is_file():
+            return path
+    known = sorted(p.name for p in paths.runs_dir().iterdir() if p.is_dir())[-5:]
+    hint = f"; recent runs: {', '.join(known)}" if known else ""
+    raise ConfigError(f"run {str(run)!r} not found (no config.json there){hint}")
+
+
+def write_json(run_dir: Path, name: str, obj: Any) -> None:
+    atomic_write_json(run_dir / name, obj)
+
+
+def read_json(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"run file missing: {path}") from err
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"run file {path} is not valid JSON: {err}") from err
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    """Append one epoch's metrics line (rewritten whole, atomically: files are tiny)."""
+    path = run_dir / "metrics.jsonl"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, old + json.dumps(row, sort_keys=True) + "\n")
+
+
+def rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Make metrics.jsonl exactly ``history`` (used on resume, from the checkpoint)."""
+    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
+    atomic_write_text(run_dir / "metrics.jsonl", text)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def update_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into run.json (status, bundle, test_looks ...)."""
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record.update(fields)
+    atomic_write_json(path, record)
+    return record
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into named tensors and a JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPTIM}{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = _jsonable(value)
+    groups = [{k: _jsonable(v) for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer` (betas back to tuples as torch expects)."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(_OPTIM):
+            idx, key = name[len(_OPTIM) :].split(".", 1)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    scalars: dict[str, Any],
+) -> Path:
+    """Write model + optimizer tensors and ``scalars`` (epoch, history, ...) atomically."""
+    from safetensors.torch import save
+
+    tensors = {_MODEL + k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+    optim_tensors, optim_meta = flatten_optimizer(optimizer_state)
+    tensors.update(optim_tensors)
+    header = dict(scalars, optimizer=optim_meta)
+    blob = save(tensors, metadata={_HEADER_KEY: json.dumps(header)})
+    path = atomic_write_bytes(run_dir / CHECKPOINT, blob)
+    atomic_write_json(run_dir / CHECKPOINT_JSON, scalars)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict]:
+    """(model_state, optimizer_state, scalars) of the last finished epoch of a run."""
+    from safetensors import safe_open
+
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise ModelFileError(
+            f"no checkpoint in {run_dir}: the run stopped before finishing its first epoch"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = json.loads((handle.metadata() or {})[_HEADER_KEY])
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as err:  # safetensors raises its own SafetensorError; JSON, KeyError
+        raise ModelFileError(
+            f"checkpoint {path} is damaged or not a Loupe checkpoint: {err}"
+        ) from err
+    model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    optimizer_state = unflatten_optimizer(tensors, header.pop("optimizer"))
+    return model_state, optimizer_state, header

@@ -1,0 +1,426 @@
+"""The state of one training run and the steps ``trainer._run`` drives.
+
+A :class:`Session` owns the model, optimizer, batch loaders and run folder. It is built
+fresh (:func:`build_session`) or from a run's checkpoint (:func:`restore_session`); both
+end in the same object, so a resumed run executes the very code an uninterrupted one
+does. Out-of-memory retries, checkpoints and per-epoch warnings live here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import TrainingError
+from engine.events import CancelToken, EpochEnded, EventCallback, Started, WarningEvent
+from engine.training import runs
+from engine.training.augment import Augment
+from engine.training.batches import BatchLoader
+from engine.training.config import TrainConfig
+from engine.training.device import DeviceInfo, resolve_device
+from engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
+from engine.training.metrics import epoch_metrics
+from engine.training.schedule import Cycle, one_cycle
+from engine.training.setup import (
+    auto_batch_size,
+    build_targets,
+    data_spec_json,
+    imbalance_warning,
+    load_pretrained,
+    random_init_message,
+    rebuild_prepared,
+)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Session:
+    """Everything a run needs between epochs (see module docstring)."""
+
+    prepared: Any
+    config: TrainConfig
+    events: EventCallback
+    cancel: CancelToken | None
+    run_dir: Path
+    device: DeviceInfo
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    random_init: bool
+    pretrained: str
+    weights_tag: str | None
+    batch_size: int
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    n_groups: int = 3
+    ctx: LoopContext | None = None
+    cycle: Cycle | None = None
+    last_scores: Scores | None = None
+    overfit_warned: bool = False
+
+    def __post_init__(self) -> None:
+        plan = self.prepared.plan
+        self.classes: tuple[str, ...] = tuple(plan.classes)
+        self.multi_label = bool(plan.multi_label)
+        self.thresholds = (0.5,) * len(self.classes)
+        from engine.cache import ImageCache, presize_for
+
+        self.cache = ImageCache(
+            presize_for(self.config.size), max_pixels=self.prepared.spec.max_pixels
+        )
+        self.train_targets = build_targets(plan.train, self.classes, self.multi_label)
+        self.valid_targets = build_targets(plan.valid, self.classes, self.multi_label)
+        self._make_loaders()
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    # -- setup --------------------------------------------------------------------------
+
+    def _make_loaders(self) -> None:
+        plan, pin = self.prepared.plan, self.device.pin_memory
+        self.train_loader = BatchLoader(
+            self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
+            train=True, seed=self.config.seed, pin_memory=pin,
+        )
+        self.valid_loader = BatchLoader(
+            self.cache.get, plan.valid, self.valid_targets, batch_size=self.batch_size,
+            train=False, seed=self.config.seed, pin_memory=pin,
+        )
+
+    def start(self, total_epochs: int) -> None:
+        """Announce the run, warn, decode the images once, then set up the batch loop."""
+        plan = self.prepared.plan
+        self.info = {
+            **self.device.describe(), "arch": self.config.arch, "pretrained": self.pretrained,
+            "classes": list(self.classes), "multi_label": self.multi_label,
+            "n_train": len(plan.train), "n_valid": len(plan.valid), "epochs": total_epochs,
+            "batch_size": self.batch_size, "size": self.config.size,
+            "run_dir": str(self.run_dir), "resumed_at_epoch": self.epochs_done,
+        }
+        self.events(Started("train", total=total_epochs, info=self.info))
+        if self.random_init:
+            self.events(WarningEvent("random-init", random_init_message(self.config)))
+        message = imbalance_warning(plan)
+        if message:
+            self.events(WarningEvent("imbalance", message))
+        items = [li.item for li in (*plan.train, *plan.valid)]
+        self.cache.warm(items, on_event=self.events, cancel=self.cancel)
+        if self.mean is None or self.std is None:
+            self._choose_normalization()
+        self._make_context()
+
+    def _choose_normalization(self) -> None:
+        """Pretrained: the weights' own statistics. From scratch: the data's (fastai)."""
+        if self.random_init:
+            from engine.stats import compute_mean_std
+
+            items = [li.item for li in self.prepared.plan.train]
+            self.mean, self.std = compute_mean_std(
+                self.cache, items, seed=self.config.seed, cancel=self.cancel
+            )
+        else:
+            from engine.models import model_data_config
+
+            data = model_data_config(self.config.arch, self.weights_tag)
+            self.mean, self.std = tuple(data["mean"]), tuple(data["std"])
+
+    def _make_context(self) -> None:
+        dev = self.device.device
+        loss_fn = (
+            torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
+        )
+        cfg = self.config
+        self.ctx = LoopContext(
+            model=self.model, optimizer=self.optimizer, loss_fn=loss_fn, device=self.device,
+            mean=torch.tensor(self.mean, device=dev).view(1, 3, 1, 1),
+            std=torch.tensor(self.std, device=dev).view(1, 3, 1, 1),
+            augment=Augment(flip=cfg.flip, rotate=cfg.rotate, lighting=cfg.lighting),
+            seed=cfg.seed, scaler=self.device.make_scaler(), cancel=self.cancel,
+            on_progress=self.events,
+        )
+
+    # -- phases and epochs --------------------------------------------------------------
+
+    def enter_phase(self, frozen: bool, cycle: Cycle, epoch_in_phase: int) -> None:
+        """Freeze (all but head and norm layers) or unfreeze; start this phase's cycle."""
+        from engine.models import body_parameters, norm_parameters
+
+        keep = {id(p) for p in norm_parameters(self.model)}
+        for p in body_parameters(self.model):
+            p.requires_grad_(not frozen or id(p) in keep)
+        self.cycle = cycle
+        self._reschedule(epoch_in_phase)
+
+    def _reschedule(self, epoch_in_phase: int) -> None:
+        steps = len(self.train_loader)
+        assert self.ctx is not None and self.cycle is not None
+        self.ctx.scheduler = one_cycle(
+            self.optimizer, self.cycle, steps, start_step=epoch_in_phase * steps
+        )
+
+    def size_for(self, epoch: int, total: int) -> int:
+        """Progressive resizing: the first half of the epochs at half size (÷32 rounded)."""
+        size = self.config.size
+        if not self.config.progressive_resize or epoch >= total // 2:
+            return size
+        return min(size, max(32, int(size / 2 / 32 + 0.5) * 32))
+
+    def run_epoch(
+        self, epoch: int, total: int, phase: str, cycle: Cycle, first_epoch: int
+    ) -> dict[str, Any]:
+        """One epoch; on CUDA out-of-memory, halve the batch size and rerun the epoch."""
+        while True:
+            snapshot = self._snapshot()
+            try:
+                return self._epoch(epoch, total, phase)
+            except torch.OutOfMemoryError:
+                self._after_oom(snapshot, epoch - first_epoch)
+            finally:
+                del snapshot
+
+    def _epoch(self, epoch: int, total: int, phase: str) -> dict[str, Any]:
+        assert self.ctx is not None
+        start = time.monotonic()
+        size = self.size_for(epoch, total)
+        per_epoch = self.history[-1]["seconds"] if self.history else 0.0
+        train_loss = train_epoch(
+            self.ctx, self.train_loader, epoch, size, per_epoch * (total - epoch - 1)
+        )
+        scores = validate(self.ctx, self.valid_loader, epoch, size, multi_label=self.multi_label)
+        if not math.isfinite(scores.loss):
+            raise NonFiniteLoss(scores.loss, epoch, None, where="validation")
+        metrics = epoch_metrics(
+            scores.logits, scores.targets, multi_label=self.multi_label,
+            thresholds=self.thresholds,
+        )
+        self.last_scores = scores if size == self.config.size else None
+        return {
+            "epoch": epoch + 1, "phase": phase, "train_loss": train_loss,
+            "valid_loss": scores.loss, **metrics, "size": size,
+            "batch_size": self.batch_size, "seconds": time.monotonic() - start,
+        }
+
+    def _snapshot(self) -> dict[str, Any]:
+        """CPU copies of model and optimizer state: what an OOM retry goes back to."""
+        return {
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+        }
+
+    def _after_oom(self, snapshot: dict[str, Any], epoch_in_phase: int) -> None:
+        if self.device.kind == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size <= 1:
+            raise TrainingError(
+                f"out of {self.device.name} memory even with batch size 1 at "
+                f"{self.config.size} px; try a smaller --size or a smaller --arch"
+            )
+        old = self.batch_size
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.batch_size = old // 2
+        self._make_loaders()
+        self._reschedule(epoch_in_phase)
+        self.events(
+            WarningEvent(
+                "oom-retry",
+                f"out of {self.device.name} memory with batch size {old}; "
+                f"retrying the epoch with batch size {self.batch_size}",
+            )
+        )
+
+    def epoch_finished(self, row: dict[str, Any], total: int) -> None:
+        """Checkpoint, log the metrics line, announce the epoch, watch for overfitting."""
+        self.history.append(row)
+        self.save_checkpoint(total)
+        runs.append_metrics(self.run_dir, row)
+        numbers = {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
+        self.events(EpochEnded(row["epoch"], total, row["phase"], numbers))
+        if not self.overfit_warned and _overfitting(self.history):
+            self.overfit_warned = True
+            self.events(
+                WarningEvent(
+                    "overfitting",
+                    "validation loss rose two epochs in a row while training loss fell: "
+                    "the model is starting to memorise the training images; fewer epochs "
+                    "or more data/augmentation may do better",
+                )
+            )
+
+    def save_checkpoint(self, total: int) -> None:
+        scalars = {
+            "format": CHECKPOINT_FORMAT, "epochs_done": self.epochs_done,
+            "total_epochs": total, "batch_size": self.batch_size, "history": self.history,
+            "mean": list(self.mean or ()), "std": list(self.std or ()),
+            "pretrained": self.pretrained, "random_init": self.random_init,
+            "weights_tag": self.weights_tag,
+        }
+        runs.save_checkpoint(
+            self.run_dir, self.model.state_dict(), self.optimizer.state_dict(), scalars
+        )
+
+    # -- the end --------------------------------------------------------------------------
+
+    def final_report(self) -> dict[str, Any]:
+        from engine.training.report import build_report
+
+        scores = self.last_scores
+        if scores is None:
+            assert self.ctx is not None
+            scores = validate(
+                self.ctx, self.valid_loader, self.epochs_done, self.config.size,
+                multi_label=self.multi_label,
+            )
+        return build_report(
+            scores, self.prepared.plan.valid, self.classes,
+            multi_label=self.multi_label, thresholds=self.thresholds,
+        )
+
+    def save_bundle(self, report: dict[str, Any]) -> Path:
+        from engine.bundle import BUNDLE_SUFFIX, BundleMeta, save_bundle
+        from engine.training.report import training_summary
+        from engine.transforms import Preprocessing
+
+        assert self.mean is not None and self.std is not None
+        meta = BundleMeta(
+            arch=self.config.arch, classes=self.classes,
+            preprocessing=Preprocessing.for_size(self.config.size, self.mean, self.std),
+            multi_label=self.multi_label,
+            thresholds=self.thresholds if self.multi_label else None,
+            training=training_summary(
+                prepared=self.prepared, config=self.config, run_dir=self.run_dir,
+                history=self.history, report=report, pretrained=self.pretrained,
+                batch_size=self.batch_size,
+            ),
+        )
+        path = Path(self.config.out) if self.config.out else self.run_dir / f"model{BUNDLE_SUFFIX}"
+        self.model.eval()
+        return save_bundle(path.expanduser(), self.model, meta)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_copy(v) for v in obj]
+    return copy.copy(obj)
+
+
+def _overfitting(history: list[dict[str, Any]]) -> bool:
+    if len(history) < 3:
+        return False
+    v = [row["valid_loss"] for row in history[-3:]]
+    t = [row["train_loss"] for row in history[-3:]]
+    return v[0] < v[1] < v[2] and t[0] > t[1] > t[2]
+
+
+# -- building sessions ------------------------------------------------------------------
+
+
+def _new_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[Any, int]:
+    from engine.models import layer_groups
+
+    groups = layer_groups(model)
+    optimizer = torch.optim.AdamW(
+        [{"params": g} for g in groups], lr=config.max_lr, weight_decay=config.wd
+    )
+    return optimizer, len(groups)
+
+
+def _prepare_model(model: torch.nn.Module, device: DeviceInfo) -> torch.nn.Module:
+    model = model.to(device.device)
+    if device.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_session(
+    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
+) -> Session:
+    """A new run: resolve device and weights, build the model, create the run folder."""
+    from engine.models import create_model, resolve_arch
+
+    resolve_arch(config.arch)
+    device = resolve_device(config.device)
+    state, description, tag = load_pretrained(config)
+    torch.manual_seed(config.seed)
+    model = create_model(config.arch, len(prepared.plan.classes), pretrained_state=state)
+    model = _prepare_model(model, device)
+    optimizer, n_groups = _new_optimizer(model, config)
+    batch_size = config.batch_size or auto_batch_size(device, config.size)
+    run_dir = runs.new_run_dir(config.arch)
+    runs.write_json(run_dir, "config.json", config.to_json())
+    runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
+    runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
+    runs.update_record(run_dir, status="running", test_looks=0)
+    return Session(
+        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
+        device=device, model=model, optimizer=optimizer, random_init=state is None,
+        pretrained=description, weights_tag=tag, batch_size=batch_size, n_groups=n_groups,
+    )
+
+
+def restore_session(
+    run_dir: Path, prepared: Any | None, events: EventCallback, cancel: CancelToken | None
+) -> Session:
+    """A session at the end of the run's last finished epoch (see trainer.resume)."""
+    from engine.models import create_model
+
+    config = TrainConfig.from_json(_resumable_config(runs.read_json(run_dir, "config.json")))
+    if prepared is None:
+        prepared = rebuild_prepared(runs.read_json(run_dir, "data.json"), events, cancel)
+    _check_same_split(run_dir, prepared)
+    model_state, optimizer_state, scalars = runs.load_checkpoint(run_dir)
+    device = resolve_device(config.device)
+    model = create_model(config.arch, len(prepared.plan.classes))
+    model.load_state_dict(model_state)
+    model = _prepare_model(model, device)
+    optimizer, n_groups = _new_optimizer(model, config)
+    optimizer.load_state_dict(optimizer_state)
+    history = list(scalars["history"])
+    runs.rewrite_metrics(run_dir, history)
+    runs.update_record(run_dir, status="running", resumed_at_epoch=len(history))
+    return Session(
+        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
+        device=device, model=model, optimizer=optimizer,
+        random_init=bool(scalars["random_init"]), pretrained=scalars["pretrained"],
+        weights_tag=scalars.get("weights_tag"), batch_size=int(scalars["batch_size"]),
+        mean=tuple(scalars["mean"]), std=tuple(scalars["std"]), history=history,
+        n_groups=n_groups,
+    )
+
+
+def _resumable_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A pretrained FILE need not exist any more: resuming loads the checkpoint instead."""
+    pretrained = data.get("pretrained")
+    if isinstance(pretrained, str) and pretrained not in ("auto", "none"):
+        if not Path(pretrained).is_file():
+            data = dict(data, pretrained="auto")
+    return data
+
+
+def _check_same_split(run_dir: Path, prepared: Any) -> None:
+    saved = runs.read_json(run_dir, "manifest.json")
+    now = json.loads(json.dumps(prepared.plan.manifest()))
+    if saved != now:
+        changed = sum(
+            len(set(saved.get(k, [])) ^ set(now.get(k, []))) for k in ("train", "valid", "test")
+        )
+        raise TrainingError(
+            f"cannot resume run {run_dir.name}: the data or split changed since it started "
+            f"({changed} file(s) moved between sets, or labels changed); resume needs "
+            "the same folder, label rule and split"
+        )

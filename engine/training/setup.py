@@ -1,0 +1,123 @@
+"""Small decisions made once at the start of a run: weights, batch size, targets,
+warnings, and the JSON that lets ``resume`` rebuild the run's data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.events import CancelToken, EventCallback
+from engine.training.config import TrainConfig
+from engine.training.device import DeviceInfo
+
+IMBALANCE_RATIO = 5
+
+
+def load_pretrained(config: TrainConfig) -> tuple[dict[str, torch.Tensor] | None, str, str | None]:
+    """(state dict or None, description for people, timm tag of the weights).
+
+    ``auto`` looks only on this machine (weights store, HF cache, torchvision cache); it
+    never downloads. ``none`` and "nothing found" both mean random initialisation.
+    """
+    from engine import weights
+
+    if config.pretrained == "none":
+        return None, "random init", None
+    if config.pretrained == "auto":
+        source = weights.find_weights(config.arch)
+        if source is None:
+            return None, "random init", None
+        return weights.load_weights(source), source.describe(), source.tag
+    path = Path(config.pretrained).expanduser()
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] == b"PK" or magic[:1] == b"\x80":  # zip or legacy torch.save
+        state = weights.read_torch_weights(path)
+    else:
+        state = weights.read_safetensors(path)
+    return weights.convert_state(config.arch, state), f"file {path}", None
+
+
+def random_init_message(config: TrainConfig) -> str:
+    why = (
+        "as asked (--pretrained none)"
+        if config.pretrained == "none"
+        else f"because no pretrained weights for {config.arch} were found on this machine"
+    )
+    return (
+        f"TRAINING FROM RANDOM INITIALISATION {why}. Expect far lower accuracy than "
+        "fine-tuning pretrained weights, especially on small datasets; no frozen phase, "
+        "normalization computed from your images. To fine-tune instead: "
+        f"`loupe weights import FILE --arch {config.arch}` or "
+        f"`loupe weights download {config.arch}`."
+    )
+
+
+def auto_batch_size(device: DeviceInfo, size: int) -> int:
+    """fastai's bs=64 on a GPU at 224 px, scaled down for larger images; 32 on a CPU."""
+    if device.kind == "cpu":
+        return 32
+    base = 64 if device.kind == "cuda" else 32
+    scale = (224 / size) ** 2
+    return int(max(8, min(512, base * scale)))
+
+
+def build_targets(items: Sequence[Any], classes: Sequence[str], multi_label: bool) -> torch.Tensor:
+    """Class indices (single-label) or a multi-hot float matrix (multi-label)."""
+    index = {c: i for i, c in enumerate(classes)}
+    if multi_label:
+        targets = torch.zeros(len(items), len(classes))
+        for row, li in enumerate(items):
+            for label in li.labels:
+                targets[row, index[label]] = 1.0
+        return targets
+    return torch.tensor([index[li.labels[0]] for li in items], dtype=torch.long)
+
+
+def imbalance_warning(plan: Any) -> str | None:
+    """A message when the largest class has > 5× the training images of the smallest."""
+    counts = {c: plan.counts[c]["train"] for c in plan.classes if c in plan.counts}
+    present = {c: n for c, n in counts.items() if n > 0}
+    if len(present) < 2:
+        return None
+    big = max(present, key=present.__getitem__)
+    small = min(present, key=present.__getitem__)
+    if present[big] <= IMBALANCE_RATIO * present[small]:
+        return None
+    return (
+        f"classes are imbalanced: {big!r} has {present[big]} training images, {small!r} only "
+        f"{present[small]} (over {IMBALANCE_RATIO}×); the model will favour {big!r}. "
+        "Check per-class recall after training, or add images of the small classes."
+    )
+
+
+def data_spec_json(spec: Any) -> dict[str, Any]:
+    """What ``rebuild_prepared`` needs to scan, label and split the same way again."""
+    return {
+        "root": str(Path(spec.root).resolve()),
+        "label": spec.label.to_json(),
+        "split": spec.split.to_json(),
+        "overrides": spec.overrides.to_json() if spec.overrides is not None else None,
+        "max_pixels": spec.max_pixels,
+    }
+
+
+def rebuild_prepared(
+    data: dict[str, Any], events: EventCallback, cancel: CancelToken | None
+) -> Any:
+    from engine.dataset import DataSpec, prepare_data
+    from engine.labels import LabelRule, Overrides
+    from engine.splits import SplitRule
+
+    overrides = Overrides.from_json(data["overrides"]) if data.get("overrides") else None
+    spec = DataSpec(
+        root=Path(data["root"]),
+        label=LabelRule.from_json(data["label"]),
+        split=SplitRule.from_json(data["split"]),
+        overrides=overrides,
+        max_pixels=int(data["max_pixels"]),
+    )
+    return prepare_data(spec, on_event=events, cancel=cancel)

@@ -1,0 +1,461 @@
+"""Pretrained weights, offline first: find them on this machine, import, or download.
+
+Transfer learning is the point of the fastai approach, and a workstation may be offline,
+so Loupe never touches the network unless the user asks (``download_weights``, i.e.
+``loupe weights download NAME``). Sources are searched in this order:
+
+1. Loupe's own store, ``paths.weights_dir()/ARCH/model.safetensors`` with a JSON sidecar
+   holding its sha256 (checked on every load). ``import_weights`` puts files there.
+2. The Hugging Face hub cache timm downloads into (``HF_HUB_CACHE``, else
+   ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``):
+   ``models--timm--NAME.TAG/snapshots/*/model.safetensors``.
+3. torchvision's cache (``TORCH_HOME/hub/checkpoints``, else
+   ``~/.cache/torch/hub/checkpoints``), for the architectures whose torchvision files map
+   onto timm's (ResNets as-is, RegNetY-1.6GF through timm's converter).
+
+Safetensors are read with ``safetensors``; the only ``torch.load`` is for torchvision
+``.pth`` files and it always passes ``weights_only=True``. No pickle is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import paths
+from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.errors import CancelledError, LoupeError, WeightsError
+from engine.events import CancelToken, EventCallback, Finished, Progress, Started, ignore_event
+from engine.models import arch_family, check_pretrained_state, pretrained_cfg, resolve_arch
+
+if TYPE_CHECKING:
+    import torch
+
+KINDS = ("loupe", "hf-cache", "torchvision-cache", "download")
+STORE_FILE = "model.safetensors"
+SIDECAR_FILE = "weights.json"
+IMPORT_HINT = "import a file instead with `loupe weights import FILE --arch NAME`"
+
+# torchvision's published file names per architecture (newest first) and the timm tag
+# whose preprocessing matches them. Other families' torchvision files use different
+# module layouts that timm cannot load, so Loupe does not claim them.
+TORCHVISION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
+    "resnet18": (("resnet18-f37072fd.pth", "tv_in1k"),),
+    "resnet34": (("resnet34-b627a593.pth", "tv_in1k"),),
+    "resnet50": (("resnet50-11ad3fa6.pth", "tv2_in1k"), ("resnet50-0676ba61.pth", "tv_in1k")),
+    "resnet101": (("resnet101-cd907fc2.pth", "tv2_in1k"), ("resnet101-63fe2227.pth", "tv_in1k")),
+    "resnet152": (("resnet152-f82ba261.pth", "tv2_in1k"), ("resnet152-394f9c45.pth", "tv_in1k")),
+    "regnety_016": (
+        ("regnet_y_1_6gf-0d7bc02a.pth", "tv2_in1k"),
+        ("regnet_y_1_6gf-b11a554e.pth", "tv2_in1k"),
+    ),
+}
+
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where pretrained weights for ``arch`` live; ``sha256`` is the expected digest if known.
+
+    ``tag`` is the timm pretrained tag (``a1_in1k``, ``tv_in1k``...) whose preprocessing
+    matches these weights: pass it to ``models.model_data_config(arch, tag)``.
+    """
+
+    kind: str
+    path: Path
+    arch: str
+    sha256: str | None = None
+    tag: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "loupe":
+            return f"Loupe weights store ({self.path})"
+        if self.kind == "torchvision-cache":
+            return f"torchvision cache ({self.path.name})"
+        return f"Hugging Face cache ({_hub_id_from_path(self.path) or self.path})"
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def hf_hub_cache_dir() -> Path:
+    """The hub cache timm uses, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def torchvision_cache_dir() -> Path:
+    torch_home = os.environ.get("TORCH_HOME")
+    base = Path(torch_home) if torch_home else Path.home() / ".cache" / "torch"
+    return base / "hub" / "checkpoints"
+
+
+def store_dir(arch: str) -> Path:
+    """Loupe's store folder for one architecture (not created)."""
+    return paths.weights_dir() / resolve_arch(arch)
+
+
+def hub_ids(arch: str) -> list[tuple[str, str | None]]:
+    """(hub id, tag) pairs for ``arch``: timm's default tag first, then its other tags."""
+    arch = resolve_arch(arch)
+    default = pretrained_cfg(arch)
+    found: list[tuple[str, str | None]] = []
+    if default.get("hf_hub_id"):
+        found.append((default["hf_hub_id"], default.get("tag")))
+    import timm
+
+    for full in timm.list_pretrained(f"{arch}.*"):
+        cfg = pretrained_cfg(full)
+        hub_id = cfg.get("hf_hub_id")
+        if hub_id and all(hub_id != h for h, _ in found):
+            found.append((hub_id, full.split(".", 1)[1]))
+    return found
+
+
+def _hub_id_from_path(path: Path) -> str | None:
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part[len("models--") :].replace("--", "/")
+    return None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_weights(arch: str) -> WeightsSource | None:
+    """The first source holding weights for ``arch`` (store, HF cache, torchvision)."""
+    sources = find_all_weights(arch)
+    return sources[0] if sources else None
+
+
+def find_all_weights(arch: str) -> list[WeightsSource]:
+    """Every source on this machine for ``arch``, in priority order. Touches no network."""
+    arch = resolve_arch(arch)
+    found: list[WeightsSource] = []
+    store = _find_in_store(arch)
+    if store:
+        found.append(store)
+    found.extend(_find_in_hf_cache(arch))
+    found.extend(_find_in_torchvision_cache(arch))
+    return found
+
+
+def weights_status(arch: str) -> str:
+    """'found: <where>' or 'not found', for listings."""
+    source = find_weights(arch)
+    return f"found: {source.describe()}" if source else "not found"
+
+
+def _find_in_store(arch: str) -> WeightsSource | None:
+    folder = paths.weights_dir() / arch
+    weights, sidecar = folder / STORE_FILE, folder / SIDECAR_FILE
+    if not weights.is_file():
+        return None
+    info = _read_sidecar(sidecar)
+    return WeightsSource("loupe", weights, arch, info.get("sha256") or "", info.get("tag"))
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _find_in_hf_cache(arch: str) -> list[WeightsSource]:
+    cache = hf_hub_cache_dir()
+    found = []
+    for hub_id, tag in hub_ids(arch):
+        repo = cache / ("models--" + hub_id.replace("/", "--"))
+        path = _snapshot_file(repo, STORE_FILE)
+        if path is not None:
+            found.append(WeightsSource("hf-cache", path, arch, _blob_sha256(path), tag))
+    return found
+
+
+def _snapshot_file(repo: Path, filename: str) -> Path | None:
+    """The file in the snapshot ``refs/main`` points to, else in the newest snapshot."""
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        candidate = snapshots / ref.read_text(encoding="utf-8").strip() / filename
+        if candidate.is_file():
+            return candidate
+    dirs = sorted(snapshots.iterdir(), key=lambda d: d.stat().st_mtime, reverse=True)
+    return next((d / filename for d in dirs if (d / filename).is_file()), None)
+
+
+def _blob_sha256(path: Path) -> str | None:
+    """The hub names LFS blobs by their sha256: that name is the expected digest."""
+    if path.is_symlink():
+        name = path.resolve().name
+        if _SHA256_NAME.match(name):
+            return name
+    return None
+
+
+def _find_in_torchvision_cache(arch: str) -> list[WeightsSource]:
+    folder = torchvision_cache_dir()
+    return [
+        WeightsSource("torchvision-cache", folder / name, arch, None, tag)
+        for name, tag in TORCHVISION_FILES.get(arch, ())
+        if (folder / name).is_file()
+    ]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_weights(source: WeightsSource) -> dict[str, torch.Tensor]:
+    """Read a source into a timm-named state dict, verifying its checksum when known."""
+    if not source.path.is_file():
+        raise WeightsError(f"weights file {source.path} no longer exists")
+    if source.sha256 is not None:
+        if not source.sha256:
+            raise WeightsError(
+                f"weights file {source.path} has no checksum record "
+                f"({source.path.parent / SIDECAR_FILE}); re-import it"
+            )
+        actual = sha256_file(source.path)
+        if actual != source.sha256:
+            raise WeightsError(
+                f"weights file {source.path} is corrupted: sha256 {actual} does not match "
+                f"the recorded {source.sha256}; delete it and import or download it again"
+            )
+    if source.kind == "torchvision-cache":
+        state = read_torch_weights(source.path)
+    else:
+        state = read_safetensors(source.path)
+    return convert_state(source.arch, state)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(
+            f"cannot read weights file {path}: not valid safetensors ({err})"
+        ) from err
+
+
+def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A torchvision-style ``.pth`` state dict, with ``weights_only=True`` (no code runs)."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise WeightsError(
+            f"cannot read weights file {path}: it is not a plain PyTorch state dict "
+            f"(Loupe loads .pth files with weights_only=True only): {err}"
+        ) from err
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def convert_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map foreign key names (torchvision RegNet) onto timm's; others pass unchanged."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if arch_family(arch) == "regnet" and "stem.0.weight" in state:
+        from timm.models.regnet import _filter_fn
+
+        state = _filter_fn(state)
+    return state
+
+
+def _read_any(path: Path) -> dict[str, torch.Tensor]:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] == b"PK" or magic[:1] == b"\x80":
+        return read_torch_weights(path)
+    return read_safetensors(path)
+
+
+def validate_state(arch: str, state: dict[str, torch.Tensor]) -> None:
+    """Check names and shapes against ``arch`` built on the meta device (no memory used)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False)
+    check_pretrained_state(model, state, arch=arch)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def import_weights(file: Path | str, arch: str, *, tag: str | None = None) -> Path:
+    """Validate ``file`` against ``arch`` and copy it into Loupe's store with a checksum.
+
+    Accepts safetensors or a torchvision ``.pth`` state dict. Stored as safetensors, so
+    later loads never go through torch.load. Returns the stored file's path.
+    """
+    from safetensors.torch import save as save_safetensors
+
+    file = Path(file)
+    arch = resolve_arch(arch)
+    if not file.is_file():
+        raise WeightsError(f"weights file {file} does not exist")
+    state = convert_state(arch, _read_any(file))
+    try:
+        validate_state(arch, state)
+    except WeightsError as err:
+        raise WeightsError(f"cannot import {file}: {err}") from err
+    known = {name: t for name, t in TORCHVISION_FILES.get(arch, ())}
+    tag = tag or known.get(file.name)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    data = save_safetensors(tensors, metadata={"arch": arch, "source": file.name})
+    folder = store_dir(arch)
+    target = atomic_write_bytes(folder / STORE_FILE, data)
+    atomic_write_json(
+        folder / SIDECAR_FILE,
+        {
+            "arch": arch,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "source_file": str(file),
+            "tag": tag,
+            "tensors": len(tensors),
+        },
+    )
+    return target
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download_weights(
+    arch: str,
+    *,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Download ``arch``'s default timm weights into the HF cache. Explicit requests only.
+
+    Fails with WeightsError (and the import hint) when offline. Progress events report
+    bytes; the cancel token is checked on each chunk.
+    """
+    arch = resolve_arch(arch)
+    ids = hub_ids(arch)
+    if not ids:
+        raise WeightsError(f"timm publishes no downloadable weights for {arch!r}; {IMPORT_HINT}")
+    hub_id, _tag = ids[0]
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    if offline:
+        raise WeightsError(
+            f"could not download {hub_id}: offline mode is on (HF_HUB_OFFLINE); {IMPORT_HINT}"
+        )
+    on_event(Started("download", info={"arch": arch, "hub_id": hub_id}))
+    path = _hub_download(hub_id, on_event, cancel)
+    try:
+        validate_state(arch, read_safetensors(path))
+    except WeightsError as err:
+        raise WeightsError(f"downloaded {hub_id} but it does not fit {arch!r}: {err}") from err
+    on_event(Finished("download", result={"path": str(path)}))
+    return path
+
+
+def _hub_download(hub_id: str, on_event: EventCallback, cancel: CancelToken | None) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    _check_reachable(hub_id)
+    try:
+        return Path(
+            hf_hub_download(
+                hub_id,
+                STORE_FILE,
+                cache_dir=hf_hub_cache_dir(),
+                tqdm_class=_progress_class(on_event, cancel),
+            )
+        )
+    except (CancelledError, LoupeError):
+        raise
+    except LocalEntryNotFoundError as err:  # the hub could not be reached mid-way
+        raise WeightsError(
+            f"could not download {hub_id}: no network ({err}); {IMPORT_HINT}"
+        ) from err
+    except HfHubHTTPError as err:
+        raise WeightsError(
+            f"could not download {hub_id}: the hub refused ({err}); {IMPORT_HINT}"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - any other transport failure means "no network"
+        raise WeightsError(
+            f"could not download {hub_id}: no network ({type(err).__name__}: {err}); "
+            f"{IMPORT_HINT}"
+        ) from err
+
+
+def _check_reachable(hub_id: str, timeout: float = 5.0) -> None:
+    """One quick connection to the hub first, so an offline machine fails in seconds.
+
+    Without it huggingface_hub retries with back-off for half a minute before giving up.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as err:
+        raise WeightsError(
+            f"could not download {hub_id}: no network ({url.hostname} unreachable: {err}); "
+            f"{IMPORT_HINT}"
+        ) from err
+
+
+def _progress_class(on_event: EventCallback, cancel: CancelToken | None) -> type:
+    """A silent tqdm that turns byte counts into Progress events and honours cancel."""
+    from tqdm.auto import tqdm
+
+    class _EventProgress(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True  # Loupe reports through events, never to stderr
+            super().__init__(*args, **kwargs)
+            self._loupe_total = int(kwargs.get("total") or 0)
+            self._loupe_done = 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            self._loupe_done += int(n or 0)
+            total = max(self._loupe_total, self._loupe_done)
+            on_event(Progress("download", self._loupe_done, total, message="bytes"))
+            return super().update(n)
+
+    return _EventProgress
+

@@ -1,0 +1,114 @@
+"""Predict page: drops (real QDropEvents), activation maps, opacity, unknown, folders."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from desktop.pages.predict_page import PredictPage
+from tests.desktop.test_widgets import send_drop
+from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
+    bundle_file,
+    context,
+    dataset_root,
+    make_image,
+    model_context,
+)
+
+
+def count_forwards(predictor) -> list[int]:
+    """Count every forward pass of the model (prediction, CAM, warm-up alike)."""
+    calls = [0]
+    predictor.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.fixture
+def page(qtbot, model_context):  # noqa: F811
+    page = PredictPage(model_context)
+    qtbot.addWidget(page)
+    page.resize(900, 600)
+    return page
+
+
+def test_dropping_an_image_shows_prediction_and_map(qtbot, page, tmp_path):
+    image = make_image(tmp_path / "photo.png", (200, 50, 50), seed=3, size=80)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000) as blocker:
+        drop = send_drop(page, [image])
+    assert drop.isAccepted()
+    view = blocker.args[0]
+    assert view.source == image
+    assert page.viewer.has_overlay()
+    assert view.base.shape == view.heat.shape == (80, 83, 3)  # full size, not the crop
+    assert not np.array_equal(view.base, view.heat)  # the map coloured the image
+    labels = [label for label, _ in page.bars.rows()]
+    assert sorted(labels) == ["cat", "dog"]
+    assert abs(sum(p for _, p in page.bars.rows()) - 1.0) < 1e-4
+    assert page.history.items()[0].data is view
+
+
+def test_opacity_reblends_without_calling_the_model(qtbot, page, tmp_path):
+    calls = count_forwards(page._context.predictor)
+    image = make_image(tmp_path / "x.png", (20, 50, 220), seed=4)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000):
+        page.predict_paths([image])
+    after_predict = calls[0]
+    assert after_predict >= 1
+    first = page.viewer.displayed_array().copy()
+    page.viewer.opacity_slider.setValue(90)
+    page.viewer.opacity_slider.setValue(10)
+    assert calls[0] == after_predict
+    assert not np.array_equal(page.viewer.displayed_array(), first)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000) as blocker:
+        page.viewer.set_target("dog")  # a new target class does need the model
+    assert calls[0] > after_predict
+    assert blocker.args[0].result.label == "dog"
+
+
+def test_unknown_threshold_marks_low_confidence(qtbot, page, tmp_path):
+    image = make_image(tmp_path / "u.png", (90, 90, 90), seed=5)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000):
+        page.predict_paths([image])
+    top = page.bars.rows()[0][1]
+    page.unknown_check.setChecked(True)
+    page.unknown_spin.setValue(99)
+    assert page.bars.is_unknown() == (top < 0.99)
+    assert page._context.predictor.unknown_below == pytest.approx(0.99)
+    page.unknown_check.setChecked(False)
+    assert not page.bars.is_unknown()
+    assert page._context.predictor.unknown_below is None
+
+
+def test_dropping_a_model_file_loads_it(qtbot, context, bundle_file):  # noqa: F811
+    page = PredictPage(context)
+    qtbot.addWidget(page)
+    assert context.predictor is None
+    with qtbot.waitSignal(context.modelChanged, timeout=30_000):
+        send_drop(page, [bundle_file])
+    assert context.model_path == bundle_file
+    assert tuple(context.predictor.classes) == ("cat", "dog")
+    assert "2 classes" in page.model_label.text()
+
+
+def test_predicting_without_a_model_says_so(qtbot, context, tmp_path):  # noqa: F811
+    page = PredictPage(context)
+    qtbot.addWidget(page)
+    image = make_image(tmp_path / "n.png", (1, 2, 3), seed=1)
+    with qtbot.waitSignal(context.errorRaised) as blocker:
+        page.predict_paths([image])
+    assert blocker.args[0] == "No model loaded"
+
+
+def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F811
+    panel = page.folder_panel
+    with qtbot.waitSignal(panel.folderFinished, timeout=60_000) as blocker:
+        page.predict_folder(dataset_root)
+    result = blocker.args[0]
+    assert len(result.rows) == 12 and panel.table.rowCount() == 12
+    target = panel.save_csv(tmp_path / "out" / "preds.csv")
+    with target.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and {r["label"] for r in rows} <= {"cat", "dog"}
+    assert not list(dataset_root.rglob("*.csv"))  # nothing written into the user's folder

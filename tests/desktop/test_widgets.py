@@ -1,0 +1,170 @@
+"""The reusable widgets: epoch table, plot canvas, thumbnail grid, CAM viewer, bars, drops."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtWidgets import QApplication
+
+from desktop.widgets import image_grid
+from desktop.widgets.cam_viewer import CamViewer, blend, display_layers
+from desktop.widgets.drop_zone import DropZone
+from desktop.widgets.epoch_table import EpochTable, format_seconds
+from desktop.widgets.image_grid import GridItem, ImageGrid
+from desktop.widgets.mpl_canvas import MplCanvas
+from desktop.widgets.topk_bars import TopKBars
+from engine.events import EpochEnded
+from tests.desktop.views_fixtures import make_image
+
+
+def send_drop(widget, paths: list[Path]) -> QDropEvent:
+    """A real drag-enter + drop carrying file URLs, delivered with sendEvent."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
+                      Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop
+
+
+def test_epoch_table_rows_columns_and_time(qtbot):
+    table = EpochTable()
+    qtbot.addWidget(table)
+    table.add_epoch_event(EpochEnded(0, 2, "frozen", {
+        "train_loss": 0.5, "valid_loss": 0.25, "error_rate": 0.125, "seconds": 65.2}))
+    table.add_epoch_event(EpochEnded(1, 2, "unfrozen", {
+        "train_loss": 0.3, "valid_loss": 0.2, "error_rate": 0.0625, "accuracy": 0.9375,
+        "seconds": 4}))
+    model = table.table_model
+    assert table.row_count() == 2
+    assert model.columns() == ["epoch", "phase", "train_loss", "valid_loss", "error_rate",
+                               "accuracy", "time"]
+    assert [model.cell_text(0, c) for c in range(model.columnCount())] == [
+        "0", "frozen", "0.500000", "0.250000", "0.125000", "", "01:05"]
+    assert model.cell_text(1, 5) == "0.937500"
+    assert format_seconds(3725) == "1:02:05"
+    table.set_history([{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.9, "error_rate": 0.5}])
+    assert table.row_count() == 1 and model.columns()[1] == "train_loss"
+
+
+def test_mpl_canvas_follows_palette_and_draws(qtbot):
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    ax = canvas.axes()
+    ax.plot([0, 1, 2], [2, 1, 0])
+    canvas.resize(320, 200)
+    canvas.draw()
+    window = canvas.palette().color(QPalette.ColorRole.Window)
+    r, g, b, _a = canvas.figure.get_facecolor()
+    assert (round(r * 255), round(g * 255), round(b * 255)) == (
+        window.red(), window.green(), window.blue())
+    assert len(canvas.figure.axes) == 1 and ax.lines
+
+
+def test_image_grid_decodes_off_the_ui_thread(qtbot, tmp_path, monkeypatch):
+    paths = [make_image(tmp_path / f"img{i}.png", (10 * i, 100, 50), seed=i) for i in range(3)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    threads: list[str] = []
+    real = image_grid.load_thumbnail
+
+    def spy(item, size):
+        threads.append(threading.current_thread().name)
+        return real(item, size)
+
+    monkeypatch.setattr(image_grid, "load_thumbnail", spy)
+    grid = ImageGrid(thumb_size=32)
+    qtbot.addWidget(grid)
+    items = [GridItem(path=p, caption=p.name, data=i) for i, p in enumerate(paths)]
+    items.append(GridItem(path=broken, caption="broken"))
+    items.append(GridItem(image=np.full((20, 40, 3), 255, np.uint8), caption="array"))
+    with qtbot.waitSignal(grid.grid_model.idle, timeout=10_000):
+        grid.set_items(items)
+    model = grid.grid_model
+    assert threads and threading.main_thread().name not in threads
+    for row in (0, 1, 2, 4):
+        pixmap = model.thumbnail(row)
+        assert pixmap is not None and max(pixmap.width(), pixmap.height()) == 32
+    assert model.thumbnail(3) is None and "broken.png" in model.error(3)
+    assert model.data(model.index(0), Qt.ItemDataRole.DisplayRole) == "img0.png"
+
+
+def test_image_grid_selection_and_context_menu(qtbot, tmp_path):
+    paths = [make_image(tmp_path / f"s{i}.png", (0, 0, 200), seed=i) for i in range(3)]
+    grid = ImageGrid(thumb_size=24)
+    qtbot.addWidget(grid)
+    grid.set_items([GridItem(path=p, caption=p.name, data=p) for p in paths])
+    seen: list[list[Path]] = []
+    grid.set_menu_builder(lambda menu, items: (
+        seen.append([i.data for i in items]), menu.addAction("Exclude")))
+    with qtbot.waitSignal(grid.itemsSelected) as blocker:
+        grid.select_rows([0, 2])
+    assert [i.data for i in blocker.args[0]] == [paths[0], paths[2]]
+    menu = grid.build_menu(grid.selected_items())
+    assert [a.text() for a in menu.actions()] == ["Exclude"]
+    assert seen == [[paths[0], paths[2]]]
+
+
+def test_cam_viewer_reblends_without_new_layers(qtbot):
+    viewer = CamViewer(opacity=0.0)
+    qtbot.addWidget(viewer)
+    base, heat = display_layers(np.zeros((30, 50, 3), np.uint8),
+                                np.full((15, 25, 3), 200, np.uint8))
+    assert heat.shape == base.shape == (30, 50, 3)
+    viewer.set_layers(base, heat, "cat")
+    assert viewer.has_overlay()
+    assert viewer.displayed_array().max() == 0
+    before = viewer.blend_count
+    viewer.opacity_slider.setValue(50)
+    shown = viewer.displayed_array()
+    assert viewer.blend_count == before + 1
+    assert np.array_equal(shown, blend(base, heat, 0.5)) and shown[0, 0, 0] == 100
+    assert viewer.view.image().width() == 50
+
+
+def test_cam_viewer_controls_emit_requests(qtbot):
+    viewer = CamViewer()
+    qtbot.addWidget(viewer)
+    viewer.set_methods([("gradcam", "Grad-CAM"), ("layercam", "Layer-CAM")], "gradcam")
+    viewer.set_classes(["cat", "dog"])
+    assert viewer.target() is None
+    with qtbot.waitSignal(viewer.methodChanged) as method:
+        viewer.set_method("layercam")
+    assert method.args == ["layercam"] and viewer.method() == "layercam"
+    with qtbot.waitSignal(viewer.targetChanged) as target:
+        viewer.set_target("dog")
+    assert target.args == ["dog"]
+
+
+def test_topk_bars_show_rows_and_unknown(qtbot):
+    bars = TopKBars()
+    qtbot.addWidget(bars)
+    bars.set_predictions([("cat", 0.55), ("dog", 0.45)], unknown=True, threshold=0.6)
+    assert bars.rows() == [("cat", 0.55), ("dog", 0.45)]
+    assert bars.headline().startswith("Unknown: best guess cat")
+    bars.resize(300, 120)
+    assert not bars.grab().isNull()
+    bars.set_predictions([("dog", 0.9)])
+    assert bars.headline() == "dog  90.0%"
+
+
+def test_drop_zone_sorts_a_real_drop(qtbot, tmp_path):
+    zone = DropZone()
+    qtbot.addWidget(zone)
+    image = make_image(tmp_path / "a.png", (1, 2, 3), seed=1)
+    model = tmp_path / "m.loupe"
+    model.write_bytes(b"x")
+    with qtbot.waitSignal(zone.dropped) as blocker:
+        send_drop(zone, [image])
+    assert blocker.args[0].images == (image,)
+    with qtbot.waitSignal(zone.dropped) as blocker:
+        send_drop(zone, [model, image])
+    assert blocker.args[0].model == model
