@@ -128,7 +128,7 @@ class AppContext(QObject):
         for warning in warnings:
             self.statusMessage.emit(warning)
         self.project_warnings = list(warnings)
-        if label_spec is not None and fresh:
+        if label_spec is not None and (fresh or warnings):
             project.label = parse_label_rule(label_spec)
         self.project = project
         self.data = DataState()

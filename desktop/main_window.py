@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
         ctx.trainingStateChanged.connect(self._on_training_state)
         ctx.scanStarted.connect(self._on_scan_started)
         ctx.projectChanged.connect(self._on_project_changed)
-        ctx.trainingFinished.connect(lambda _result: self.tabs.setCurrentWidget(self.results_page))
+        ctx.trainingFinished.connect(self._on_training_finished)
 
     # Startup ------------------------------------------------------------------------
     def after_first_paint(self, *, sample: bool = False, folder: Path | None = None) -> None:
@@ -293,6 +293,11 @@ class MainWindow(QMainWindow):
         self.state_label.setText("Training…" if running else "Ready")
         self.train_action.setEnabled(not running)
         self.stop_action.setEnabled(running)
+
+    def _on_training_finished(self, _result: dict) -> None:
+        """Show the results, unless the user went to another page meanwhile."""
+        if self.tabs.currentWidget() is self.train_page:
+            self.tabs.setCurrentWidget(self.results_page)
 
     def _on_scan_started(self, worker: Any) -> None:
         self.state_label.setText("Scanning…")

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from engine.errors import CancelledError
 from engine.events import CancelToken, Event, ThrottledCallback
@@ -95,6 +95,7 @@ class EngineWorker(QObject):
         Runs on the worker's thread; only emits signals (queued to the GUI thread)."""
         self.outcome = "running"
         try:
+            self.token.raise_if_cancelled()  # cancelled before the thread even started
             if self._events:
                 result = self._fn(
                     *self._args, on_event=self._forward, cancel=self.token, **self._kwargs
@@ -155,16 +156,24 @@ class WorkerRunner(QObject):
         name: str = "",
         **kwargs: Any,
     ) -> EngineWorker:
-        """Run ``fn`` in a new thread and return its worker (connect signals right away:
-        the queued signals are only delivered once control returns to the event loop)."""
+        """Run ``fn`` in a new thread and return its worker.
+
+        The thread starts when control returns to the event loop, so every signal the
+        caller connects right after this call is connected before anything is emitted.
+        """
         worker = EngineWorker(fn, args, kwargs, events=events, name=name)
         thread = _CallThread(worker)
         thread.setObjectName(f"loupe-{worker.name}")
         thread.finished.connect(self._on_thread_finished)
         self._running[worker] = thread
-        thread.start()
+        QTimer.singleShot(0, self, lambda w=worker: self._launch(w))
         self.activeChanged.emit(len(self._running))
         return worker
+
+    def _launch(self, worker: EngineWorker) -> None:
+        thread = self._running.get(worker)
+        if thread is not None and not thread.isRunning() and not thread.isFinished():
+            thread.start()
 
     def active(self) -> list[EngineWorker]:
         """Workers whose thread has not finished yet."""
@@ -201,10 +210,9 @@ class WorkerRunner(QObject):
         thread = self._running.pop(worker, None)
         if thread is None:
             return
-        # The thread has finished: dropping our references is now safe.
+        # The thread has finished: dropping our references (Python owns both objects)
+        # now deletes them safely.
         thread.wait()
-        worker.deleteLater()
-        thread.deleteLater()
         self.activeChanged.emit(len(self._running))
         if not self._running:
             self.idle.emit()

@@ -121,6 +121,8 @@ def load_rgb(
     """
     name = _display_name(path_or_file)
     with open_image(path_or_file, max_pixels=max_pixels) as img:
+        if img.format == "PNG":
+            _check_png_end(img.fp, name)  # the scan rejects these: so must every other caller
         if min_short_side and img.format in _JPEG_FORMATS:
             img.draft("RGB", (min_short_side, min_short_side))
         _decode(img, name)
@@ -225,6 +227,7 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def _identify(fp: IO[bytes], name: str, max_pixels: int) -> ImageFile.ImageFile:
+    fp.seek(0)
     prefix = fp.read(32)
     if not prefix:
         raise UnreadableImage(name, EMPTY_FILE)

@@ -94,12 +94,12 @@ def resolve_arch(name: str) -> str:
     """Return ``name`` if Loupe can build it, else raise ConfigError with close matches."""
     if is_known_arch(name):
         return name
-    candidates = [info.name for info in ARCHITECTURES] + list(_timm().list_models())
+    curated = [info.name for info in ARCHITECTURES]
+    candidates = list(dict.fromkeys(curated + list(_timm().list_models())))
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    curated = ", ".join(info.name for info in ARCHITECTURES)
+    hint = f"; did you mean {', '.join(close)}?" if close else "."
     raise ConfigError(
-        f"unknown architecture {name!r}{hint} Curated choices: {curated} "
+        f"unknown architecture {name!r}{hint} Curated choices: {', '.join(curated)} "
         "(any timm model name is also accepted)."
     )
 
@@ -202,8 +202,7 @@ def check_pretrained_state(
         if k in given and tuple(given[k].shape) != tuple(own[k].shape)
     ]
     problems = []
-    buffers_last = lambda key: (key.endswith("num_batches_tracked"), 0)  # noqa: E731
-    missing, unexpected = sorted(missing, key=buffers_last), sorted(unexpected, key=buffers_last)
+    missing, unexpected = sorted(missing, key=_buffers_last), sorted(unexpected, key=_buffers_last)
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if items:
             shown = ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
@@ -213,6 +212,11 @@ def check_pretrained_state(
             f"the weights do not fit architecture {arch!r}: " + "; ".join(problems)
         )
     return given
+
+
+def _buffers_last(key: str) -> bool:
+    """Sort key: list real weights before BatchNorm counters in error messages."""
+    return key.endswith("num_batches_tracked")
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -345,7 +345,11 @@ def _check_not_empty(sets: dict[str, list[LabelledItem]], rule: SplitRule, n: in
         elif rule.kind == "group":
             why = f"all groups of '{rule.pattern}' were hashed to the other sets; add groups"
         else:
-            why = f"{rule.spec} placed none of the {n} labelled images there"
+            hint = "larger" if name == "valid" else "smaller"
+            why = (
+                f"{rule.spec} (seed {rule.seed}) placed none of the {n} labelled images "
+                f"there; with this few images try another seed or a {hint} fraction"
+            )
         raise DatasetError(f"the {name} set is empty: {why}")
 
 

@@ -20,6 +20,7 @@ Safetensors are read with ``safetensors``; the only ``torch.load`` is for torchv
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from engine.models import arch_family, check_pretrained_state, pretrained_cfg, r
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("loupe", "hf-cache", "torchvision-cache", "download")
+KINDS = ("loupe", "hf-cache", "torchvision-cache")  # a download lands in the HF cache
 STORE_FILE = "model.safetensors"
 SIDECAR_FILE = "weights.json"
 IMPORT_HINT = "import a file instead with `loupe weights import FILE --arch NAME`"
@@ -49,10 +50,8 @@ TORCHVISION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "resnet50": (("resnet50-11ad3fa6.pth", "tv2_in1k"), ("resnet50-0676ba61.pth", "tv_in1k")),
     "resnet101": (("resnet101-cd907fc2.pth", "tv2_in1k"), ("resnet101-63fe2227.pth", "tv_in1k")),
     "resnet152": (("resnet152-f82ba261.pth", "tv2_in1k"), ("resnet152-394f9c45.pth", "tv_in1k")),
-    "regnety_016": (
-        ("regnet_y_1_6gf-0d7bc02a.pth", "tv2_in1k"),
-        ("regnet_y_1_6gf-b11a554e.pth", "tv2_in1k"),
-    ),
+    # Only torchvision's V2 file: timm's tv2_in1k is exactly it; V1 has no timm config.
+    "regnety_016": (("regnet_y_1_6gf-0d7bc02a.pth", "tv2_in1k"),),
 }
 
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -160,12 +159,10 @@ def _find_in_store(arch: str) -> WeightsSource | None:
     if not weights.is_file():
         return None
     info = _read_sidecar(sidecar)
-    return WeightsSource("loupe", weights, arch, info.get("sha256") or "", info.get("tag"))
+    return WeightsSource("loupe", weights, arch, info.get("sha256"), info.get("tag"))
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
-    import json
-
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -223,12 +220,12 @@ def load_weights(source: WeightsSource) -> dict[str, torch.Tensor]:
     """Read a source into a timm-named state dict, verifying its checksum when known."""
     if not source.path.is_file():
         raise WeightsError(f"weights file {source.path} no longer exists")
-    if source.sha256 is not None:
-        if not source.sha256:
-            raise WeightsError(
-                f"weights file {source.path} has no checksum record "
-                f"({source.path.parent / SIDECAR_FILE}); re-import it"
-            )
+    if source.kind == "loupe" and not source.sha256:
+        raise WeightsError(
+            f"weights file {source.path} has no checksum record "
+            f"({source.path.parent / SIDECAR_FILE}); import it again"
+        )
+    if source.sha256:
         actual = sha256_file(source.path)
         if actual != source.sha256:
             raise WeightsError(
@@ -295,12 +292,26 @@ def convert_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.
     return state
 
 
-def _read_any(path: Path) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as handle:
+def read_weights_file(file: Path | str, arch: str) -> dict[str, torch.Tensor]:
+    """A user-chosen file (``--pretrained FILE``), converted and validated against ``arch``.
+
+    Safetensors, or a torchvision-style ``.pth`` read with ``weights_only=True``; told
+    apart by content, not by the name.
+    """
+    file = Path(file)
+    arch = resolve_arch(arch)
+    if not file.is_file():
+        raise WeightsError(f"weights file {file} does not exist")
+    with open(file, "rb") as handle:
         magic = handle.read(4)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":
-        return read_torch_weights(path)
-    return read_safetensors(path)
+    is_torch = magic[:2] == b"PK" or magic[:1] == b"\x80"
+    state = read_torch_weights(file) if is_torch else read_safetensors(file)
+    state = convert_state(arch, state)
+    try:
+        validate_state(arch, state)
+    except WeightsError as err:
+        raise WeightsError(f"cannot use {file}: {err}") from err
+    return state
 
 
 def validate_state(arch: str, state: dict[str, torch.Tensor]) -> None:
@@ -326,13 +337,7 @@ def import_weights(file: Path | str, arch: str, *, tag: str | None = None) -> Pa
 
     file = Path(file)
     arch = resolve_arch(arch)
-    if not file.is_file():
-        raise WeightsError(f"weights file {file} does not exist")
-    state = convert_state(arch, _read_any(file))
-    try:
-        validate_state(arch, state)
-    except WeightsError as err:
-        raise WeightsError(f"cannot import {file}: {err}") from err
+    state = read_weights_file(file, arch)
     known = {name: t for name, t in TORCHVISION_FILES.get(arch, ())}
     tag = tag or known.get(file.name)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}

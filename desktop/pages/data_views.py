@@ -57,7 +57,9 @@ class PreviewModel(QAbstractTableModel):
                 (li.item.rel, ", ".join(li.labels), where.get(li.item.rel, "—"), False)
                 for li in labelling.labelled
             )
-            rows.extend((u.item.rel, "", f"unmatched: {u.reason}", True) for u in labelling.unmatched)
+            rows.extend(
+                (u.item.rel, "", f"unmatched: {u.reason}", True) for u in labelling.unmatched
+            )
             rows.extend((item.rel, "", "excluded (project override)", False)
                         for item in labelling.excluded)
         self._rows = rows

@@ -410,7 +410,7 @@ class ResultsPage(QWidget):
             done += 1
         if not done:
             return 0
-        self._context.update_project(overrides=Overrides(relabel=relabel, exclude=exclude))
+        project.overrides = Overrides(relabel=relabel, exclude=exclude)
         self._context.save_project()
         self._changes += done
         self._fill_losses()
@@ -422,11 +422,12 @@ class ResultsPage(QWidget):
 
     def request_retrain(self) -> None:
         """Re-apply labels with the overrides, then ask the window to start training."""
-        if self._changes == 0 or self._context.project is None:
+        worker = self._context.relabel() if self._changes else None
+        if worker is None:
             self.retrainRequested.emit()
             return
-        worker = self._context.prepare()
-        worker.finished.connect(lambda _prepared: self._after_relabel())
+        worker.finished.connect(lambda _state: self._after_relabel())
+        worker.errored.connect(lambda _exc: self._update_actions())
 
     def _after_relabel(self) -> None:
         self._changes = 0

@@ -9,6 +9,7 @@ set has already been looked at.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -23,6 +24,32 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+
+def read_test_looks(bundle_path: Path, *, on_event: Any = None, cancel: Any = None) -> int:
+    """How many times the test set was evaluated with this bundle, without counting one.
+
+    Mirrors where ``engine.training.evaluate.record_test_look`` keeps the count: the run
+    record when the bundle's run folder is here, else a record keyed by the bundle's hash.
+    """
+    import json
+
+    from engine import paths
+    from engine.bundle import read_bundle_meta
+    from engine.training import runs
+    from engine.weights import sha256_file
+
+    run_dir = read_bundle_meta(bundle_path).training.get("run_dir")
+    if run_dir and (Path(run_dir) / "config.json").is_file():
+        return int(runs.read_record(Path(run_dir)).get("test_looks", 0))
+    record = paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
+    if not record.is_file():
+        return 0
+    try:
+        return int(json.loads(record.read_text(encoding="utf-8")).get("test_looks", 0))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
 
 PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -83,6 +110,7 @@ class TestSetPanel(QWidget):
         super().__init__(parent)
         self._context = context
         self._worker: Any = None
+        self._looks: int | None = None
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
         self.button = QPushButton("Evaluate on test set", self)
@@ -101,8 +129,21 @@ class TestSetPanel(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        looks = self.looks()
-        test_count = self._test_count()
+        """Re-read the look count (a worker: it hashes the bundle) and update the text."""
+        self._show_looks()
+        path = self._context.model_path
+        if path is None:
+            return
+        worker = self._context.runner.start(read_test_looks, Path(path), name="test-looks")
+        worker.finished.connect(lambda looks: self._on_looks(path, looks))
+
+    def _on_looks(self, path: Path, looks: int) -> None:
+        if path == self._context.model_path:
+            self._looks = int(looks)
+            self._show_looks()
+
+    def _show_looks(self) -> None:
+        looks, test_count = self._looks, self._test_count()
         self.button.setEnabled(test_count > 0 and self._context.model_path is not None
                                and self._worker is None)
         if test_count == 0:
@@ -110,24 +151,25 @@ class TestSetPanel(QWidget):
                 "This split has no test set. Give the split a test fraction on the Data "
                 "page to keep some images aside for one final, honest check.")
             return
-        times = "never" if looks == 0 else ("once" if looks == 1 else f"{looks} times")
+        if looks is None:
+            times = "(counting…)"
+        else:
+            times = "never" if looks == 0 else ("once" if looks == 1 else f"{looks} times")
         self.warning.setText(
-            f"<b>The test set ({test_count} images) has been looked at {times}</b> for this "
+            f"<b>The test set ({test_count} images) has been looked at {times}</b> with this "
             "model. Use it once, at the end: every look that influences what you do next "
             "makes its score less trustworthy.")
 
-    def looks(self) -> int:
-        from engine.training import evaluate as evaluate_mod
-
-        path = self._context.model_path
-        return 0 if path is None else int(evaluate_mod.test_looks(path))
+    def looks(self) -> int | None:
+        """Looks at the test set with the current model (None until counted)."""
+        return self._looks
 
     def _test_count(self) -> int:
         prepared = self._context.prepared
         return 0 if prepared is None else len(prepared.plan.test)
 
     def ask_evaluate(self) -> None:
-        looks = self.looks()
+        looks = self._looks or 0
         if looks > 0:
             answer = QMessageBox.question(
                 self, "Look at the test set again?",
@@ -156,13 +198,15 @@ class TestSetPanel(QWidget):
 
     def _on_result(self, result: Any) -> None:
         self._worker = None
-        metrics = getattr(result, "metrics", None) or result.get("metrics", {})
-        shown = " · ".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())
+        shown = " · ".join(f"{k}: {v:.4f}" for k, v in sorted(result.metrics.items())
                            if isinstance(v, int | float))
-        self.result_label.setText(f"Test set: {shown}")
-        per_class = getattr(result, "per_class", None) or result.get("per_class", [])
-        self.report.show_report(per_class)
-        self.refresh()
+        self.result_label.setText(
+            f"Test set, {result.n_images} images: {shown}"
+            + "".join(f"<br><b>Warning:</b> {w}" for w in result.warnings))
+        self.report.show_report(result.per_class, result.metrics)
+        if result.test_looks is not None:
+            self._looks = result.test_looks
+        self._show_looks()
         self.evaluated.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:

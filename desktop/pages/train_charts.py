@@ -31,7 +31,7 @@ class TrainingCurves(MplCanvas):
         self.epochs: list[float] = []
         self.train_loss: list[float] = []
         self.valid_loss: list[float] = []
-        self.metric: list[float] = []
+        self.metric_values: list[float] = []
         self.metric_name = "error_rate"
         self.batch_x: list[float] = []
         self.batch_loss: list[float] = []
@@ -42,7 +42,7 @@ class TrainingCurves(MplCanvas):
         self.epochs.clear()
         self.train_loss.clear()
         self.valid_loss.clear()
-        self.metric.clear()
+        self.metric_values.clear()
         self.batch_x.clear()
         self.batch_loss.clear()
         self._draw()
@@ -63,7 +63,7 @@ class TrainingCurves(MplCanvas):
         self.valid_loss.append(float(metrics.get("valid_loss", math.nan)))
         name = next((k for k in METRIC_KEYS if k in metrics), self.metric_name)
         self.metric_name = name
-        self.metric.append(float(metrics.get(name, math.nan)))
+        self.metric_values.append(float(metrics.get(name, math.nan)))
         self._draw()
 
     def _draw(self) -> None:
@@ -82,7 +82,7 @@ class TrainingCurves(MplCanvas):
         if self.epochs:
             loss_ax.plot(self.epochs, self.train_loss, "o-", color="#4c78a8", label="train")
             loss_ax.plot(self.epochs, self.valid_loss, "o-", color="#f58518", label="valid")
-            metric_ax.plot(self.epochs, self.metric, "o-", color="#54a24b")
+            metric_ax.plot(self.epochs, self.metric_values, "o-", color="#54a24b")
         if self.epochs or self.batch_x:
             legend = loss_ax.legend(fontsize="small")
             for text in legend.get_texts():

@@ -77,6 +77,8 @@ def evaluate(
     report = build_report(
         scores, items, meta.classes, multi_label=meta.multi_label, thresholds=thresholds
     )
+    metrics = dict(report["metrics"])
+    metrics["loss"] = metrics.pop("valid_loss", float("nan"))
     looks, warnings = None, ()
     if test:
         looks = record_test_look(bundle_path, meta.training)
@@ -89,7 +91,7 @@ def evaluate(
             warnings = (message,)
             on_event(WarningEvent("test-set-reused", message))
     return EvaluationResult(
-        bundle_path=bundle_path, split=split, n_images=len(items), metrics=report["metrics"],
+        bundle_path=bundle_path, split=split, n_images=len(items), metrics=metrics,
         per_class=report["per_class"], confusion=report["confusion"],
         top_losses=report["top_losses"], test_looks=looks, warnings=warnings,
     )

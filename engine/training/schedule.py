@@ -55,10 +55,15 @@ def one_cycle(
         raise ValueError(
             f"{len(cycle.max_lrs)} learning rates for {len(optimizer.param_groups)} groups"
         )
+    pct_start = cycle.pct_start
+    if abs(pct_start * total - 1) < 1e-9:
+        # OneCycleLR divides by zero when the warm-up ends exactly at step 0 (e.g. 4
+        # steps at 0.25); half a step more warm-up avoids it and changes nothing else.
+        pct_start += 0.5 / total
     kwargs = {
         "max_lr": list(cycle.max_lrs),
         "total_steps": total,
-        "pct_start": cycle.pct_start,
+        "pct_start": pct_start,
         "div_factor": cycle.div,
         "final_div_factor": DIV_FINAL / cycle.div,
         "anneal_strategy": "cos",

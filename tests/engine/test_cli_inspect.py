@@ -56,7 +56,7 @@ def test_inspect_mixed_folder_lists_bad_files_counts_rest_exits_0(tmp_path, caps
 
 
 def test_inspect_json_shape_is_exact(tmp_path, capsys):
-    root = make_folder(tmp_path / "pets", per_class=5)
+    root = make_folder(tmp_path / "pets", per_class=10)
     bad = _bad_kinds(root)
     write_image(root / "loose.png", (9, 9, 9))
     code, out, _ = _run(
@@ -66,7 +66,7 @@ def test_inspect_json_shape_is_exact(tmp_path, capsys):
     report = json.loads(out)
     assert list(report) == ["classes", "counts", "rejected", "unlabeled", "warnings"]
     assert report["classes"] == ["cat", "dog"]
-    assert {c: sum(n.values()) for c, n in report["counts"].items()} == {"cat": 5, "dog": 5}
+    assert {c: sum(n.values()) for c, n in report["counts"].items()} == {"cat": 10, "dog": 10}
     assert all(list(n) == ["train", "valid", "test"] for n in report["counts"].values())
     assert all(list(r) == ["path", "reason"] for r in report["rejected"])
     assert sorted(r["path"] for r in report["rejected"]) == sorted(bad)
@@ -87,7 +87,7 @@ def test_inspect_upper_rule_on_flat_folder(tmp_path, capsys):
 
 
 def test_many_unlabelled_files_are_truncated(tmp_path, capsys):
-    root = make_folder(tmp_path / "pets", per_class=4)
+    root = make_folder(tmp_path / "pets", per_class=10)
     for i in range(23):
         write_image(root / f"z{i:02d}.png", (i, i, i))
     code, out, _ = _run(capsys, str(root))
@@ -119,9 +119,21 @@ def test_unusable_folder_exits_1_with_one_line(tmp_path, capsys, make, argv, mes
 
 
 def test_project_overrides_apply_unless_disabled(tmp_path, capsys):
-    root = make_folder(tmp_path / "pets", per_class=5)
+    root = make_folder(tmp_path / "pets", per_class=10)
     Project(root, overrides=Overrides(exclude={"cat/cat0.png", "cat/cat1.png"})).save()
     _, out, _ = _run(capsys, str(root), "--json")
-    assert sum(json.loads(out)["counts"]["cat"].values()) == 3
+    assert sum(json.loads(out)["counts"]["cat"].values()) == 8
     _, out, _ = _run(capsys, str(root), "--json", "--no-overrides")
-    assert sum(json.loads(out)["counts"]["cat"].values()) == 5
+    assert sum(json.loads(out)["counts"]["cat"].values()) == 10
+
+
+def test_human_output_shows_warnings(tmp_path, capsys):
+    root = tmp_path / "split"
+    for i in range(6):
+        write_image(root / "train" / "cat" / f"c{i}.png", (200, 20 * i, 0))
+        write_image(root / "valid" / "dog" / f"d{i}.png", (0, 20 * i, 200))
+    code, out, _ = _run(capsys, str(root), "--split", "folders")
+    assert code == 0
+    warnings = out.split("Warnings (")[1]
+    assert "'cat' is absent from validation (6 in train)" in warnings
+    assert "'dog' has no training images" in warnings

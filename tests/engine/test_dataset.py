@@ -43,8 +43,23 @@ def test_prepare_data_runs_the_whole_pipeline(tmp_path):
     assert len(plan.train) + len(plan.valid) == 16
     assert sum(n["train"] + n["valid"] for n in plan.counts.values()) == 16
     assert any(isinstance(e, Progress) and e.task == "scan" for e in events)
-    warned = [e.message for e in events if isinstance(e, WarningEvent)]
-    assert warned == list(prepared.warnings)
+
+
+def test_warnings_are_reported_and_sent_as_events(tmp_path):
+    root = tmp_path / "split"
+    for i in range(6):
+        write_image(root / "train" / "cat" / f"c{i}.png", (200, 20 * i, 0))
+        write_image(root / "train" / "dog" / f"d{i}.png", (0, 20 * i, 200))
+    write_image(root / "valid" / "dog" / "v.png", (1, 1, 1))
+    write_image(root / "train" / "dog" / "copy.png", (1, 1, 1))  # same bytes as v.png
+    events = []
+    spec = DataSpec(root, LabelRule("parent"), SplitRule("folders"))
+    prepared = prepare_data(spec, on_event=events.append)
+    warned = [(e.code, e.message) for e in events if isinstance(e, WarningEvent)]
+    assert ("data-split", next(w for w in prepared.warnings if "'cat' is absent" in w)) in warned
+    assert any(code == "data-split" and msg.startswith("leak:") for code, msg in warned)
+    assert [m for _, m in warned] == list(prepared.warnings)
+    assert inspect_report(prepared)["warnings"] == list(prepared.warnings)
 
 
 def test_inspect_report_shape_and_content(tmp_path):

@@ -225,3 +225,14 @@ def test_valley_and_steep_on_a_known_curve():
     assert 1e-4 <= s < 1e-2
     assert valley([1.0, 2.0], [1.0, 0.5]) in (1.0, 2.0)
     assert steepest([1.0, 10.0, 100.0], [3.0, 1.0, 0.9]) == 1.0
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
+def test_one_cycle_handles_tiny_step_counts(steps):
+    for pct in (0.25, 0.3, 0.99):
+        opt = _optimizer()
+        sched = one_cycle(opt, Cycle(epochs=1, max_lrs=(1e-3, 1e-2), pct_start=pct), steps)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+        assert all(math.isfinite(g["lr"]) for g in opt.param_groups)

@@ -150,6 +150,9 @@ def test_import_stores_safetensors_with_checksum_and_verifies_it():
     stored.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="corrupted"):
         weights.load_weights(weights.find_weights("resnet18"))
+    (stored.parent / "weights.json").unlink()
+    with pytest.raises(WeightsError, match="has no checksum record"):
+        weights.load_weights(weights.find_weights("resnet18"))
 
 
 def test_import_rejects_weights_of_another_architecture(tmp_path):
@@ -253,3 +256,19 @@ def test_cli_list_import_and_download(tmp_path, capsys, blocked_network):
     args = parser.parse_args(["weights", "download", "resnet34"])
     with pytest.raises(WeightsError, match="could not download"):
         args.func(args)
+
+
+def test_download_progress_reports_bytes_and_honours_cancel():
+    from engine.errors import CancelledError
+    from engine.events import CancelToken, Progress
+
+    events: list = []
+    cancel = CancelToken()
+    bar = weights._progress_class(events.append, cancel)(total=1000, unit="B")
+    bar.update(400)
+    bar.update(600)
+    assert events == [Progress("download", 400, 1000, message="bytes"),
+                      Progress("download", 1000, 1000, message="bytes")]
+    cancel.cancel()
+    with pytest.raises(CancelledError):
+        bar.update(1)

@@ -1,0 +1,110 @@
+"""Results page: analysis in a worker, confusion-cell clicks, overrides that never touch files."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+
+from desktop.pages.results_page import ResultsPage
+from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
+    bundle_file,
+    context,
+    data_context,
+    dataset_root,
+    model_context,
+)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def analysed(qtbot, data_context):  # noqa: F811
+    page = ResultsPage(data_context)
+    qtbot.addWidget(page)
+    page.resize(1000, 700)
+    with qtbot.waitSignal(page.analysisReady, timeout=60_000) as blocker:
+        page.analyse()
+    return page, blocker.args[0]
+
+
+def test_analysis_fills_every_view(analysed):
+    page, data = analysed
+    result = data.analysis
+    assert result.count == len(page._context.prepared.plan.valid) == 6
+    assert sum(map(sum, result.confusion.counts)) == 6
+    assert page.per_class.table.rowCount() == 2
+    assert {page.per_class.cell_text(r, 0) for r in range(2)} == {"cat", "dog"}
+    assert len(page.loss_grid.items()) == len(result.top_losses) > 0
+    assert all(o is not None for o in data.loss_overlays)
+    assert data.filters is not None and data.filters.shape[-1] == 3
+    assert page.embedding_canvas.figure.axes[0].collections  # the scatter was drawn
+
+
+def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
+    page, data = analysed
+    confusion = data.analysis.confusion
+    row, column = max(((i, j) for i in range(2) for j in range(2)),
+                      key=lambda ij: confusion.counts[ij[0]][ij[1]])
+    page.tabs.setCurrentIndex(0)
+    page.show()
+    canvas = page.confusion_canvas
+    canvas.draw()
+    x, y = page.matrix_axes().transData.transform((column, row))
+    ratio = canvas.devicePixelRatioF()
+    point = QPoint(int(x / ratio), int(canvas.height() - y / ratio))
+    with qtbot.waitSignal(page.cellShown, timeout=60_000) as blocker:
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
+    images = blocker.args[0]
+    assert len(images) == confusion.counts[row][column] > 0
+    classes = data.analysis.classes
+    assert {im.actual for im in images} == {classes[row]}
+    assert {im.prediction.top[0][0] for im in images} == {classes[column]}
+    assert len(page.cell_grid.items()) == len(images)
+    assert all(im.overlay.ndim == 3 for im in images)
+    assert str(confusion.counts[row][column]) in page.cell_title.text()
+
+
+def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
+    from engine.project import load_project
+
+    page, data = analysed
+    context = page._context
+    first, second = (loss.path for loss in data.analysis.top_losses[:2])
+    before = {p: digest(p) for p in (first, second)}
+    other = next(c for c in data.analysis.classes if c != data.analysis.top_losses[0].actual)
+    page.loss_grid.select_rows([0])
+    page.relabel_combo.setCurrentText(other)
+    with qtbot.waitSignal(page.overridesChanged):
+        page.relabel_button.click()
+    page.loss_grid.select_rows([1])
+    with qtbot.waitSignal(page.overridesChanged):
+        page.exclude_button.click()
+    root = context.project.root
+    rel_first = first.relative_to(root).as_posix()
+    rel_second = second.relative_to(root).as_posix()
+    saved, warnings = load_project(root)
+    assert not warnings
+    assert saved.overrides.relabel == {rel_first: (other,)}
+    assert saved.overrides.exclude == {rel_second}
+    assert {p: digest(p) for p in (first, second)} == before
+    assert "[excluded]" in page.loss_grid.items()[1].caption
+    assert "2 correction(s)" in page.changes_label.text()
+
+
+def test_retrain_reapplies_labels_then_asks_for_training(qtbot, analysed):
+    page, data = analysed
+    context = page._context
+    loss = data.analysis.top_losses[0]
+    page.exclude([loss.path])
+    old_prepared = context.prepared
+    with qtbot.waitSignal(page.retrainRequested, timeout=30_000):
+        page.retrain_button.click()
+    assert context.prepared is not old_prepared
+    used = [li.item.path for part in (context.prepared.plan.train, context.prepared.plan.valid)
+            for li in part]
+    assert loss.path not in used
+    assert page.changes_label.text() == ""

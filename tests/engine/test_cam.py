@@ -1,0 +1,228 @@
+"""Activation maps: right region, one forward, original-size overlays, filters, channels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from engine.cam import (
+    CAM_METHODS,
+    compute_cam,
+    conv_layers,
+    filters_figure,
+    first_conv_filters,
+    render_overlay,
+    save_overlay,
+    top_activating,
+)
+from engine.errors import ConfigError
+from engine.imageio import load_rgb
+from engine.predict import Predictor
+from engine.transforms import Preprocessing
+from tests.engine.predict_helpers import (
+    ColourNet,
+    make_bundle,
+    predictor_for,
+    save_colour,
+    save_noise,
+    save_rotated_jpeg,
+)
+
+CORNER_PRE = Preprocessing(size=32, presize=37, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+SQUARE = slice(3, 12)  # rows/cols of the deciding square in the 37×37 picture
+CLASSES = ("blue", "red")
+
+
+class TinyCNN(nn.Module):
+    """Two stride-2 convolutions: an 8×8 map at 32 px, then average pool and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def _corner_picture(rng: np.random.Generator, label: int) -> np.ndarray:
+    """Grey noise everywhere; the class is the colour of a square in the top-left corner."""
+    grey = rng.integers(40, 216, (37, 37, 1), dtype=np.uint8)
+    picture = np.repeat(grey, 3, axis=2)
+    picture[SQUARE, SQUARE] = (0, 0, 255) if label == 0 else (255, 0, 0)
+    return picture
+
+
+def _as_input(pictures: np.ndarray) -> torch.Tensor:
+    """Same view the predictor takes: center 32×32 of the 37×37 picture, normalized."""
+    x = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0
+    x = x[:, :, 2:34, 2:34]
+    return (x - 0.5) / 0.25
+
+
+@pytest.fixture(scope="module")
+def corner_model() -> TinyCNN:
+    """Trained in-test on the corner task: 60 steps of 32 tiny images, a few seconds."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = TinyCNN()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        labels = rng.integers(0, 2, 32)
+        batch = _as_input(np.stack([_corner_picture(rng, int(y)) for y in labels]))
+        loss = nn.functional.cross_entropy(model(batch), torch.from_numpy(labels))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+@pytest.fixture
+def corner_predictor(corner_model) -> Predictor:
+    import copy
+
+    return Predictor(copy.deepcopy(corner_model), classes=CLASSES, preprocessing=CORNER_PRE)
+
+
+def _corner_files(tmp_path, count=6):
+    rng = np.random.default_rng(123)
+    files = []
+    for index in range(count):
+        label = index % 2
+        path = tmp_path / f"{CLASSES[label]}_{index}.png"
+        Image.fromarray(_corner_picture(rng, label)).save(path)
+        files.append((path, CLASSES[label]))
+    return files
+
+
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+def test_map_concentrates_on_the_deciding_corner(corner_predictor, tmp_path, method):
+    for path, label in _corner_files(tmp_path):
+        result = compute_cam(corner_predictor, path, method=method, layer="features")
+        assert result.prediction.label == label
+        heat = result.heatmap
+        assert heat.shape == (8, 8)
+        assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0, abs=1e-4)
+        corner_share = heat[:4, :4].sum() / heat.sum()
+        assert corner_share > 0.5, f"{method}: only {corner_share:.0%} of the map in the corner"
+        peak = np.unravel_index(int(heat.argmax()), heat.shape)
+        assert peak[0] < 4 and peak[1] < 4
+
+
+def test_one_forward_gives_prediction_and_map_without_recording_early_layers(
+    corner_predictor, tmp_path
+):
+    path, _ = _corner_files(tmp_path, 1)[0]
+    model = corner_predictor.model
+    forwards, early_grad = [], []
+    model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    model.features[0].register_forward_hook(lambda _m, _i, out: early_grad.append(out.requires_grad))
+    result = compute_cam(corner_predictor, path, layer="features")
+    assert len(forwards) == 1
+    assert early_grad == [False]  # the graph (and the backward pass) starts at the target layer
+    plain = corner_predictor.predict(path)
+    assert list(result.prediction.probs.values()) == pytest.approx(
+        list(plain.probs.values()), abs=1e-5
+    )
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_target_class_is_selectable(corner_predictor, tmp_path):
+    path, label = _corner_files(tmp_path, 2)[1]  # a red one
+    default = compute_cam(corner_predictor, path, layer="features")
+    other = compute_cam(corner_predictor, path, layer="features", target="blue")
+    assert default.label == label == "red" and other.label == "blue"
+    assert other.class_index == 0
+    assert not np.allclose(default.heatmap, other.heatmap)
+    by_index = compute_cam(corner_predictor, path, layer="features", target=0)
+    assert np.allclose(by_index.heatmap, other.heatmap)
+    with pytest.raises(ConfigError, match="classes are: blue, red"):
+        compute_cam(corner_predictor, path, layer="features", target="green")
+
+
+def test_unknown_method_lists_the_choices(corner_predictor, tmp_path):
+    path, _ = _corner_files(tmp_path, 1)[0]
+    with pytest.raises(ConfigError, match="gradcam, gradcampp, scorecam, layercam"):
+        compute_cam(corner_predictor, path, method="magic", layer="features")
+
+
+def test_overlay_is_at_the_original_size_and_only_colours_what_the_model_saw(tmp_path):
+    predictor = Predictor.from_file(make_bundle(tmp_path / "m.loupe", size=64))
+    path = save_noise(tmp_path / "wide.png", size=(300, 120))
+    result = compute_cam(predictor, path)
+    assert result.layer == "layer4" and result.heatmap.shape == (2, 2)
+    overlay = np.asarray(render_overlay(result, opacity=0.6))
+    original = np.asarray(load_rgb(path))
+    assert overlay.shape == original.shape == (120, 300, 3)
+    # The model saw the central 120×120 square (64 of 74 px after resizing, centred).
+    assert np.array_equal(overlay[:, :80], original[:, :80])
+    assert np.array_equal(overlay[:, -80:], original[:, -80:])
+    assert not np.array_equal(overlay[:, 100:200], original[:, 100:200])
+    transparent = np.asarray(render_overlay(result, opacity=0.0))
+    assert np.array_equal(transparent, original)
+
+
+def test_overlay_of_an_exif_rotated_photo_is_upright_and_full_size(tmp_path):
+    predictor = Predictor.from_file(make_bundle(tmp_path / "m.loupe", size=32))
+    stored = Image.open(save_noise(tmp_path / "raw.png", size=(120, 80)))
+    path = save_rotated_jpeg(tmp_path / "phone.jpg", stored, orientation=6)  # shows 80×120
+    result = compute_cam(predictor, path)
+    left, top, right, bottom = result.crop_box
+    margin = (1 - 32 / 37) / 2  # the short side keeps 32 of its 37 resized pixels
+    assert (left, right) == pytest.approx((margin, 1 - margin))
+    assert top > 0.15 and bottom < 0.85  # the long side (now vertical) loses more
+    out = save_overlay(result, tmp_path / "out" / "phone_cam.png", opacity=0.5)
+    overlay = np.asarray(Image.open(out))
+    original = np.asarray(load_rgb(path))
+    assert overlay.shape == original.shape == (120, 80, 3)
+    assert np.array_equal(overlay[:15], original[:15])  # above the crop: untouched
+    assert not np.array_equal(overlay[40:80], original[40:80])
+
+
+def test_heatmap_at_resizes_the_raw_map(corner_predictor, tmp_path):
+    path, _ = _corner_files(tmp_path, 1)[0]
+    result = compute_cam(corner_predictor, path, layer="features")
+    big = result.heatmap_at(32, 32)
+    assert big.shape == (32, 32) and big[:16, :16].sum() > big[16:, 16:].sum()
+
+
+def test_vit_maps_have_the_patch_grid_shape(tmp_path):
+    predictor = Predictor.from_file(make_bundle(tmp_path / "v.loupe", arch="test_vit", size=160))
+    grid = tuple(predictor.model.patch_embed.grid_size)
+    result = compute_cam(predictor, save_noise(tmp_path / "x.png", size=(200, 180)))
+    assert result.heatmap.shape == grid
+    assert result.layer.endswith("norm1") and np.isfinite(result.heatmap).all()
+
+
+def test_first_conv_filters_picture(corner_model):
+    filters = first_conv_filters(corner_model)
+    assert filters.shape == (16, 3, 3, 3)
+    assert filters.min() == pytest.approx(0.0) and filters.max() == pytest.approx(1.0)
+    weights = corner_model.features[0].weight.detach()
+    first = (weights[0] - weights[0].min()) / (weights[0].max() - weights[0].min())
+    assert np.allclose(filters[0], first.permute(1, 2, 0).numpy(), atol=1e-6)
+    figure = filters_figure(filters)
+    assert sum(1 for axis in figure.axes if axis.images) == 16
+
+
+def test_top_activating_images_for_a_channel(tmp_path):
+    predictor = predictor_for(ColourNet(), ("blue", "red"))
+    reds = {level: save_colour(tmp_path / f"r{level}.png", (level, 30, 30))
+            for level in (60, 220, 140, 100)}
+    ranked = top_activating(predictor, list(reds.values()), "features.0", 0, count=3,
+                            batch_size=3)
+    assert [a.path for a in ranked] == [reds[220], reds[140], reds[100]]
+    assert ranked[0].score == pytest.approx(220 / 255, abs=1e-4)
+    assert ("features.0", 2) in conv_layers(predictor.model)
+    with pytest.raises(ConfigError, match="2 channels"):
+        top_activating(predictor, list(reds.values()), "features.0", 5)
+    with pytest.raises(ConfigError, match="no layer named"):
+        top_activating(predictor, list(reds.values()), "features.9", 0)
