@@ -257,13 +257,18 @@ def analyze(
     *,
     top_k: int = 9,
     cam_method: str | None = "gradcam",
+    cam_layer: str | None = None,
     embedding: str = "pca",
     batch_size: int = 32,
     cache: ImageCache | None = None,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> Analysis:
-    """The whole error analysis for ``items`` (normally ``prepared.plan.valid``)."""
+    """The whole error analysis for ``items`` (normally ``prepared.plan.valid``).
+
+    ``cam_method=None`` skips the top-loss activation maps; ``cam_layer`` overrides the
+    architecture's default map layer.
+    """
     from engine.training import metrics
 
     if embedding not in EMBEDDING_METHODS:
@@ -291,7 +296,8 @@ def analyze(
         per_class=metrics.per_class_report(preds, outputs.targets, predictor.classes),
         confusion=confusion,
         most_confused=most_confused(confusion) if confusion else [],
-        top_losses=top_losses(predictor, outputs, k=top_k, cam_method=cam_method),
+        top_losses=top_losses(predictor, outputs, k=top_k, cam_method=cam_method,
+                              cam_layer=cam_layer),
         embedding=embedding_map(predictor, outputs, preds, method=embedding),
         skipped=skipped,
     )
@@ -346,6 +352,7 @@ def top_losses(
     *,
     k: int = 9,
     cam_method: str | None = "gradcam",
+    cam_layer: str | None = None,
 ) -> list[TopLoss]:
     """The ``k`` highest-loss images, each with an activation map for its prediction."""
     from engine.training import metrics
@@ -353,7 +360,7 @@ def top_losses(
     losses = _losses(predictor, outputs)
     values, indices = metrics.top_losses(losses, k)
     chosen = [int(i) for i in indices.tolist()]
-    heatmaps = _heatmaps_for(predictor, outputs, chosen, cam_method)
+    heatmaps = _heatmaps_for(predictor, outputs, chosen, cam_method, cam_layer)
     probs = predictor.probabilities(outputs.logits)
     result = []
     for rank, (row, loss) in enumerate(zip(chosen, values.tolist(), strict=True)):
@@ -380,7 +387,11 @@ def _describe_row(
 
 
 def _heatmaps_for(
-    predictor: Predictor, outputs: ValidationOutputs, rows: list[int], method: str | None
+    predictor: Predictor,
+    outputs: ValidationOutputs,
+    rows: list[int],
+    method: str | None,
+    layer: str | None,
 ) -> list[np.ndarray]:
     """Activation maps for the chosen rows, all in one batched forward."""
     if method is None or not rows:
@@ -390,7 +401,7 @@ def _heatmaps_for(
     from engine.cam import cam_forward
 
     batch = torch.stack([predictor.prepare(outputs.paths[r]).tensor for r in rows])
-    _, maps, _, _ = cam_forward(predictor, batch, method=method)
+    _, maps, _, _ = cam_forward(predictor, batch, method=method, layer=layer)
     return maps
 
 

@@ -89,13 +89,13 @@ def open_image(path: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFi
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     _allow_pillow_limit(max_pixels)
-    exclusive = not hasattr(path, "read")
+    exclusive = not hasattr(path, "read")  # True when the file object is ours to close
     try:
         fp: IO[bytes] = open(os.fspath(path), "rb") if exclusive else path  # type: ignore[arg-type]
     except OSError as err:
         raise UnreadableImage(name, _os_reason(err)) from err
     if not exclusive and not _seekable(fp):
-        fp = io.BytesIO(fp.read())
+        fp, exclusive = io.BytesIO(fp.read()), True
     try:
         img = _identify(fp, name, max_pixels)
     except BaseException:
