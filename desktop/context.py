@@ -97,6 +97,9 @@ class AppContext(QObject):
     # Scan/labelling/split results changed, usable or not (``data``): the Data page.
     dataChanged = Signal()
     recentChanged = Signal()
+    # torch and the training engine are imported (after the first paint, in a worker);
+    # pages defer what needs them until then.
+    engineReady = Signal()
 
     def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -106,6 +109,7 @@ class AppContext(QObject):
         self.model_path: Path | None = None
         self.predictor: Any = None  # engine.predict.Predictor
         self.training_running = False
+        self.engine_ready = False
         self.data = DataState()
         self.project_warnings: list[str] = []
         self.scan_worker: EngineWorker | None = None
@@ -226,6 +230,11 @@ class AppContext(QObject):
         self.predictor = predictor
         self.statusMessage.emit(f"Model {self.model_path.name} loaded")
         self.modelChanged.emit()
+
+    def mark_engine_ready(self) -> None:
+        if not self.engine_ready:
+            self.engine_ready = True
+            self.engineReady.emit()
 
     # Training state (the Train page owns the worker) --------------------------------
     def set_training(self, running: bool) -> None:

@@ -164,16 +164,19 @@ class MainWindow(QMainWindow):
         ctx.scanStarted.connect(self._on_scan_started)
         ctx.projectChanged.connect(self._on_project_changed)
         ctx.trainingFinished.connect(self._on_training_finished)
+        self.results_page.retrainRequested.connect(self.start_training)
 
     # Startup ------------------------------------------------------------------------
     def after_first_paint(self, *, sample: bool = False, folder: Path | None = None) -> None:
         """Once the window is on screen: warm up torch, then open what was asked for."""
-        QTimer.singleShot(0, lambda: self._start_up(sample, folder))
+        # A short delay lets the first expose/paint events through before the warm-up
+        # thread starts competing for the GIL.
+        QTimer.singleShot(50, lambda: self._start_up(sample, folder))
 
     def _start_up(self, sample: bool, folder: Path | None) -> None:
         warm = self.context.runner.start(_warm_up, events=False, name="warm-up")
         warm.finished.connect(self._on_device)
-        warm.errored.connect(lambda exc: self.device_label.setText("Device: unavailable"))
+        warm.errored.connect(self._on_device_error)
         if folder is not None:
             self.context.open_folder(folder)
             self.tabs.setCurrentWidget(self.data_page)
@@ -184,6 +187,12 @@ class MainWindow(QMainWindow):
     def _on_device(self, info: dict[str, str]) -> None:
         self.device_label.setText(f"Device: {info['name']}")
         self.device_label.setToolTip(f"Training runs on {info['kind']} by default")
+        self.context.mark_engine_ready()
+
+    def _on_device_error(self, exc: BaseException) -> None:
+        self.device_label.setText("Device: unavailable")
+        self.device_label.setToolTip(str(exc))
+        self.context.mark_engine_ready()  # pages report their own errors from here on
 
     # Actions ------------------------------------------------------------------------
     def choose_folder(self) -> None:

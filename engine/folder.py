@@ -76,7 +76,11 @@ def predict_folder(
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> FolderResult:
-    """Predict every image under ``root``; write ``csv_path``; optionally copy by class."""
+    """Predict every image under ``root``; write ``csv_path``; optionally copy by class.
+
+    Every image file gets a CSV row: files the scan rejected or that fail to load have an
+    empty label and the reason in the ``error`` column.
+    """
     root = Path(root).expanduser()
     csv_path = Path(csv_path).expanduser()
     if not root.is_dir():
@@ -86,6 +90,8 @@ def predict_folder(
         raise ConfigError(f"--sort-into {target} exists and is not a folder")
     paths, rejected = _list_images(root, target, csv_path, on_event, cancel)
     rows = _predict_rows(predictor, paths, topk, batch_size, on_event, cancel)
+    rows += [FolderRow(path, None, reason) for path, reason in rejected]
+    rows.sort(key=lambda row: str(row.path))
     atomic_write_text(csv_path, rows_to_csv(rows))
     counts = Counter(_folders_for(predictor, row.prediction)[0] for row in rows if row.prediction)
     copied: tuple[tuple[Path, Path], ...] = ()
@@ -105,13 +111,14 @@ def _list_images(
 
     scan = scan_folder(root, on_event=on_event, cancel=cancel)
     skip = [p.resolve() for p in (sort_into,) if p is not None]
-    paths = [
-        item.path
-        for item in scan.items
-        if not any(_is_within(item.path.resolve(), s) for s in skip)
-        and item.path.resolve() != csv_path.resolve()
-    ]
-    rejected = tuple((r.path, r.reason) for r in scan.rejected)
+    own_csv = csv_path.resolve()
+
+    def wanted(path: Path) -> bool:
+        resolved = path.resolve()
+        return resolved != own_csv and not any(_is_within(resolved, s) for s in skip)
+
+    paths = [item.path for item in scan.items if wanted(item.path)]
+    rejected = tuple((r.path, r.reason) for r in scan.rejected if wanted(r.path))
     for path, reason in rejected:
         on_event(WarningEvent("rejected-file", f"{path}: {reason}"))
     return sorted(paths), rejected

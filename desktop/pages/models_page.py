@@ -58,6 +58,20 @@ class RunSummary:
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
+    def started(self) -> str:
+        """When the run started, from its id (``YYYYMMDD-HHMMSS-arch-xxxxxx``, UTC)."""
+        stamp = self.run_id[:15]
+        if len(stamp) == 15 and stamp[8] == "-" and stamp.replace("-", "").isdigit():
+            return (f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} "
+                    f"{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}")
+        return self.run_id
+
+    @property
+    def label(self) -> str:
+        """Short name for legends: architecture and start time."""
+        return f"{self.arch} {self.started[5:]}"
+
+    @property
     def epochs(self) -> int:
         return len(self.history)
 
@@ -115,6 +129,27 @@ def copy_bundle(source: Path, target: Path, *, on_event=None, cancel=None) -> Pa
     return atomic_write_bytes(target, data)
 
 
+def _training_summary(path: Path, *, on_event=None, cancel=None) -> str:  # noqa: ANN001
+    """One line about how the bundle was trained, from its metadata (header only)."""
+    from engine.bundle import read_bundle_meta
+
+    meta = read_bundle_meta(path)
+    training = meta.training
+    parts = []
+    if isinstance(training.get("epochs_run", training.get("epochs")), int):
+        parts.append(f"trained {training.get('epochs_run', training.get('epochs'))} epoch(s)")
+    final = training.get("final_metrics") or {}
+    if isinstance(final, dict):
+        parts.extend(f"{key} {final[key]:.4f}" for key in ("error_rate", "valid_loss")
+                     if isinstance(final.get(key), int | float))
+    for key, name in (("label_rule", "labels"), ("pretrained", "weights")):
+        if training.get(key):
+            parts.append(f"{name}: {training[key]}")
+    if meta.versions.get("loupe"):
+        parts.append(f"Loupe {meta.versions['loupe']}, torch {meta.versions.get('torch', '?')}")
+    return " · ".join(parts)
+
+
 def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
@@ -122,13 +157,13 @@ def onnx_available() -> bool:
 def export_with_parity(predictor: Any, target: Path, check_images: Sequence[Path] = (), *,
                        on_event=None, cancel=None) -> Any:  # noqa: ANN001
     """Worker body: engine.export.export_onnx, checked on real validation images if any."""
+    from desktop.pages.model_use import using_model
     from engine.events import ignore_event
     from engine.export import export_onnx
 
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    return export_onnx(predictor, target, check_images=tuple(check_images),
-                       on_event=on_event or ignore_event)
+    with using_model(predictor, cancel):
+        return export_onnx(predictor, target, check_images=tuple(check_images),
+                           on_event=on_event or ignore_event)
 
 
 def plot_runs(canvas: MplCanvas, summaries: Sequence[RunSummary]) -> None:
@@ -149,7 +184,7 @@ def plot_runs(canvas: MplCanvas, summaries: Sequence[RunSummary]) -> None:
     for i, run in enumerate(summaries):
         colour = colours[i % len(colours)]
         xs = list(range(1, run.epochs + 1))
-        short = run.run_id[-14:]
+        short = run.label
         for key, style in (("train_loss", "--"), ("valid_loss", "-")):
             ys = [row.get(key) for row in run.history]
             if any(isinstance(y, int | float) for y in ys):
@@ -210,13 +245,14 @@ class ModelsPage(QWidget):
         runs_box = QGroupBox("Training runs", self)
         self.runs_table = QTableWidget(0, 5, runs_box)
         self.runs_table.setHorizontalHeaderLabels(
-            ["run", "architecture", "epochs", "error rate", "status"])
+            ["started (UTC)", "architecture", "epochs", "error rate", "status"])
         self.runs_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.runs_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.runs_table.verticalHeader().setVisible(False)
         self.runs_table.horizontalHeader().setSectionResizeMode(
-            0, QHeaderView.ResizeMode.Stretch)
+            QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.horizontalHeader().setStretchLastSection(True)
         self.runs_table.itemSelectionChanged.connect(self._on_run_selection)
         self.refresh_button = QPushButton("Refresh", runs_box)
         self.use_run_button = QPushButton("Use this run's model", runs_box)
@@ -243,7 +279,9 @@ class ModelsPage(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal, runs_box)
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([440, 660])
         runs_layout = QVBoxLayout(runs_box)
         runs_layout.addWidget(splitter)
 
@@ -253,8 +291,8 @@ class ModelsPage(QWidget):
 
     # -- current model ----------------------------------------------------------------------
     def _show_model(self) -> None:
-        path = getattr(self._context, "model_path", None)
-        predictor = getattr(self._context, "predictor", None)
+        path = self._context.model_path
+        predictor = self._context.predictor
         has_model = path is not None
         self.save_button.setEnabled(has_model)
         self.export_button.setEnabled(has_model)
@@ -270,6 +308,12 @@ class ModelsPage(QWidget):
             lines.append(f"{predictor.arch or 'model'} · {kind} · {len(classes)} classes: {shown}")
             lines.append(f"input {pre.size}×{pre.size} px (resized to {pre.presize} first)")
         self.model_label.setText("<br>".join(lines))
+        worker = self._context.runner.start(_training_summary, Path(path), name="model-meta")
+        worker.finished.connect(lambda text: self._add_summary(path, text))
+
+    def _add_summary(self, path: Path, text: str) -> None:
+        if text and path == self._context.model_path:
+            self.model_label.setText(f"{self.model_label.text()}<br>{text}")
 
     def load_model(self, path: Path) -> None:
         """Load a bundle through the context (a worker), which emits modelChanged."""
@@ -357,11 +401,11 @@ class ModelsPage(QWidget):
         table.setRowCount(len(self._runs))
         for row, run in enumerate(self._runs):
             error = run.last("error_rate")
-            cells = [run.run_id, run.arch, str(run.epochs),
+            cells = [run.started, run.arch, str(run.epochs),
                      "" if error is None else f"{error:.4f}", run.status]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(run.path))
+                item.setToolTip(f"{run.run_id}\n{run.path}")
                 table.setItem(row, col, item)
         if self._runs:
             table.selectRow(0)
@@ -391,6 +435,7 @@ class ModelsPage(QWidget):
         else:
             self.epoch_table.clear()
             if len(selected) > 1:
+                self.epoch_table.setToolTip("Select a single run to see its epoch table")
                 self.compare_hint.setText(f"Comparing {min(len(selected), 4)} runs.")
         bundle = selected[0].bundle if len(selected) == 1 else None
         self.use_run_button.setEnabled(bundle is not None and bundle.is_file())

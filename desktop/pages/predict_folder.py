@@ -32,6 +32,17 @@ from engine.events import Finished, Progress, Started
 ROW_LIMIT = 5000  # rows shown in the table; the CSV always has all of them
 
 
+def _predict_folder_locked(predictor: Any, folder: Path, csv_path: Path, *, topk: int,
+                           on_event: Any, cancel: Any) -> Any:
+    """engine.folder.predict_folder, holding the model while it runs (see model_use)."""
+    from desktop.pages.model_use import using_model
+    from engine.folder import predict_folder
+
+    with using_model(predictor, cancel):
+        return predict_folder(predictor, folder, csv_path, topk=topk, on_event=on_event,
+                              cancel=cancel)
+
+
 class FolderPanel(QWidget):
     """Progress, Cancel, Save CSV… and the result table of one folder run.
 
@@ -81,7 +92,6 @@ class FolderPanel(QWidget):
     def start(self, folder: Path, *, topk: int = 3) -> None:
         """Predict every image under ``folder`` in a worker (a running batch is cancelled)."""
         from engine import paths
-        from engine.folder import predict_folder
 
         if self._worker is not None:
             self._worker.cancel()
@@ -95,7 +105,7 @@ class FolderPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self.save_button.setEnabled(False)
         worker = self._context.runner.start(
-            predict_folder, self._context.predictor, folder, csv_path, topk=topk,
+            _predict_folder_locked, self._context.predictor, folder, csv_path, topk=topk,
             name="predict-folder")
         worker.event.connect(self._on_event)
         worker.finished.connect(lambda result: self._on_finished(worker, result))

@@ -31,8 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.pages.model_use import using_model
 from desktop.pages.predict_folder import FolderPanel
-from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, CamViewer, display_layers
+from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, CamViewer, blend, display_layers
 from desktop.widgets.drop_zone import mime_is_usable, plan_for
 from desktop.widgets.image_grid import GridItem, ImageGrid
 from desktop.widgets.topk_bars import TopKBars
@@ -80,7 +81,8 @@ def predict_with_cam(
     from engine import cam
     from engine.imageio import load_rgb
 
-    result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
+    with using_model(predictor, cancel):
+        result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
     if cancel is not None:
         cancel.raise_if_cancelled()
     if isinstance(source, str | Path):
@@ -181,10 +183,15 @@ class PredictPage(QWidget):
         self.folder_panel = FolderPanel(self._context, self)
         self.folder_panel.setVisible(False)
 
+        self.vertical = QSplitter(Qt.Orientation.Vertical, self)
+        self.vertical.addWidget(splitter)
+        self.vertical.addWidget(self.folder_panel)
+        self.vertical.setStretchFactor(0, 3)
+        self.vertical.setStretchFactor(1, 1)
+        self.vertical.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
-        layout.addWidget(splitter, 1)
-        layout.addWidget(self.folder_panel)
+        layout.addWidget(self.vertical, 1)
 
     def _wire(self) -> None:
         self.open_button.clicked.connect(self._ask_images)
@@ -357,7 +364,9 @@ class PredictPage(QWidget):
         """Display a computed result: overlay, caption, bars."""
         self._current = view
         result = view.result
-        caption = f"{view.name} · map for “{result.label}” ({result.method}, {result.layer})"
+        method = dict(METHOD_LABELS).get(result.method, result.method)
+        caption = (f"{view.name} · where the model looked for “{result.label}” "
+                   f"({method}, layer {result.layer})")
         self.viewer.set_layers(view.base, view.heat, caption)
         self.path_label.setText(str(view.source) if view.source else "pasted image")
         self._show_bars()
@@ -384,7 +393,7 @@ class PredictPage(QWidget):
         for view in self._history:
             top = view.prediction.top
             caption = f"{top[0][0]} {top[0][1]:.0%}" if top else "no label"
-            items.append(GridItem(image=view.base, caption=caption,
+            items.append(GridItem(image=blend(view.base, view.heat, 0.4), caption=caption,
                                   tooltip=str(view.source or "pasted image"), data=view))
         self.history.set_items(items)
 

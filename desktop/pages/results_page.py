@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -132,6 +132,7 @@ class ResultsPage(QWidget):
     def _build_losses(self) -> QWidget:
         page = QWidget(self)
         self.loss_grid = ImageGrid(page, thumb_size=160)
+        self.loss_grid.setGridSize(self.loss_grid.gridSize() + QSize(0, 32))
         self._attach_menu(self.loss_grid)
         self.relabel_combo = QComboBox(page)
         self.relabel_button = QPushButton("Relabel selected", page)
@@ -330,7 +331,7 @@ class ResultsPage(QWidget):
         items = []
         for loss, overlay in zip(self._data.analysis.top_losses, self._data.loss_overlays,
                                  strict=True):
-            caption = (f"{loss.predicted} / {loss.actual}\n"
+            caption = (f"predicted {loss.predicted}\nactual {loss.actual}\n"
                        f"loss {loss.loss:.2f} · p {loss.prob:.2f}{self._override_note(loss.path)}")
             items.append(GridItem(
                 path=loss.path, image=overlay, caption=caption, data=loss.path,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from desktop.pages.model_use import using_model
 from desktop.widgets.mpl_canvas import MplCanvas
 
 THUMB_SIDE = 192
@@ -63,8 +64,9 @@ def run_analysis(predictor: Any, items: Sequence[Any], *, embedding: str = "pca"
     from engine.errors import LoupeError
     from engine.events import ignore_event
 
-    result = analysis.analyze(predictor, items, top_k=top_k, embedding=embedding,
-                              on_event=on_event or ignore_event, cancel=cancel)
+    with using_model(predictor, cancel):
+        result = analysis.analyze(predictor, items, top_k=top_k, embedding=embedding,
+                                  on_event=on_event or ignore_event, cancel=cancel)
     overlays: list[np.ndarray | None] = []
     for loss in result.top_losses:
         if cancel is not None:
@@ -94,7 +96,8 @@ def cell_images(predictor: Any, entries: Sequence[tuple[Path, str]], *, method: 
     for done, (path, actual) in enumerate(chosen, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        result = cam.compute_cam(predictor, path, method=method)
+        with using_model(predictor, cancel):
+            result = cam.compute_cam(predictor, path, method=method)
         overlay = overlay_thumbnail(path, result.heatmap, result.crop_box, result.label)
         images.append(CellImage(Path(path), actual, result.prediction, overlay))
         emit(Progress("cell", done, len(chosen)))

@@ -58,9 +58,9 @@ _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 class PerClassTable(QWidget):
     """Create ML's per-class precision/recall/F1 table, plus the overall metrics."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, empty_text: str = "No analysis yet.") -> None:
         super().__init__(parent)
-        self.summary = QLabel("No analysis yet.", self)
+        self.summary = QLabel(empty_text, self)
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, len(PRF_COLUMNS), self)
         self.table.setHorizontalHeaderLabels(list(PRF_COLUMNS))
@@ -118,7 +118,7 @@ class TestSetPanel(QWidget):
         self.result_label = QLabel("", self)
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.report = PerClassTable(self)
+        self.report = PerClassTable(self, "Not evaluated yet.")
         layout = QVBoxLayout(self)
         layout.addWidget(self.warning)
         layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignLeft)
@@ -152,13 +152,15 @@ class TestSetPanel(QWidget):
                 "page to keep some images aside for one final, honest check.")
             return
         if looks is None:
-            times = "(counting…)"
+            seen = "has been looked at … (counting)"
+        elif looks == 0:
+            seen = "has never been looked at"
         else:
-            times = "never" if looks == 0 else ("once" if looks == 1 else f"{looks} times")
+            seen = "has been looked at " + ("once" if looks == 1 else f"{looks} times")
         self.warning.setText(
-            f"<b>The test set ({test_count} images) has been looked at {times}</b> with this "
-            "model. Use it once, at the end: every look that influences what you do next "
-            "makes its score less trustworthy.")
+            f"<b>The test set ({test_count} images) {seen}</b> with this model. Use it once, "
+            "at the end: every look that influences what you do next makes its score less "
+            "trustworthy.")
 
     def looks(self) -> int | None:
         """Looks at the test set with the current model (None until counted)."""

@@ -80,7 +80,8 @@ class TrainPage(QWidget):
         self.context = context
         self.worker: EngineWorker | None = None
         self.lr_worker: EngineWorker | None = None
-        self._probed = False
+        self._loaded = False
+        self._pending_settings: dict[str, Any] | None = None
         self._total_epochs = 0
         self.last_result: Any = None
         splitter = QSplitter(self)
@@ -92,6 +93,7 @@ class TrainPage(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(splitter)
         context.projectChanged.connect(self._on_project)
+        context.engineReady.connect(self._engine_loaded)
         context.dataPrepared.connect(self._update_ready)
         context.dataChanged.connect(self._update_ready)
         self._update_ready()
@@ -150,19 +152,31 @@ class TrainPage(QWidget):
         return panel
 
     def showEvent(self, event: QShowEvent) -> None:
-        """Probe devices and weights the first time the page is seen (imports torch)."""
+        """Shown before the warm-up finished: load the engine parts now (imports torch)."""
         super().showEvent(event)
-        if not self._probed:
-            self._probed = True
-            devices = self.context.runner.start(probe_devices, events=False, name="devices")
-            devices.finished.connect(self.settings.set_devices)
-            self.refresh_weights_status(self.settings.arch_name())
+        self._engine_loaded()
+
+    def _engine_loaded(self) -> None:
+        """Once torch is in: engine limits, the saved settings, devices, weights status."""
+        if self._loaded:
+            return
+        self._loaded = True
+        self.settings.load_limits()
+        if self._pending_settings:
+            self.settings.apply_saved(self._pending_settings)
+            self._pending_settings = None
+        devices = self.context.runner.start(probe_devices, events=False, name="devices")
+        devices.finished.connect(self.settings.set_devices)
+        self.refresh_weights_status(self.settings.arch_name())
 
     # Project ------------------------------------------------------------------------
     def _on_project(self) -> None:
         project = self.context.project
         if project is not None and project.training:
-            self.settings.apply_saved(project.training)
+            if self._loaded:
+                self.settings.apply_saved(project.training)
+            else:
+                self._pending_settings = dict(project.training)
         self._update_ready()
 
     def _update_ready(self) -> None:

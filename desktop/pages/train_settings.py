@@ -3,13 +3,15 @@
 It turns widgets into an ``engine.training.TrainConfig`` (whose ``__post_init__`` is the
 one place settings are validated) and back from the project's saved ``training`` dict.
 Facts that need torch or the file system (weights found? which GPU?) are filled in by the
-page from workers; this module never imports torch.
+page from workers. This module must not import ``engine.training`` at import time: that
+package imports torch, and the window is built before torch is loaded (first paint). The
+config module is imported when first needed (:meth:`TrainSettings.load_limits`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QLocale, Signal
 from PySide6.QtGui import QDoubleValidator
@@ -30,7 +32,9 @@ from PySide6.QtWidgets import (
 
 from engine.errors import ConfigError
 from engine.models import ARCHITECTURES
-from engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE, TrainConfig
+
+if TYPE_CHECKING:
+    from engine.training.config import TrainConfig
 
 SPEED_HINTS = {"fastest": "fastest", "fast": "fast", "medium": "medium", "slow": "slow"}
 
@@ -116,10 +120,11 @@ class TrainSettings(QWidget):
         self.epochs = _spin(1, 1000, 4)
         self.freeze_epochs = _spin(0, 100, 1)
         self.freeze_epochs.setToolTip("Epochs with the pretrained body frozen (fine_tune)")
-        self.size = _spin(MIN_SIZE, MAX_SIZE, 224, step=32)
+        self.size = _spin(1, 4096, 224, step=32)  # engine limits: load_limits()
         self.size.setSuffix(" px")
         self.batch_size = _spin(0, 4096, 0, special="auto")
-        self.lr = QLineEdit(format_lr(DEFAULT_LR))
+        self.lr = QLineEdit()
+        self.lr.setPlaceholderText("default")
         validator = QDoubleValidator(1e-8, 10.0, 10, self.lr)
         validator.setLocale(QLocale.c())  # "1e-3" and "0.001" whatever the user's locale
         self.lr.setValidator(validator)
@@ -162,6 +167,17 @@ class TrainSettings(QWidget):
         form.addRow("Lighting", self.lighting)
         form.addRow("", self.progressive)
         return box
+
+    def load_limits(self) -> None:
+        """Take size limits and the default learning rate from the engine's config.
+
+        Called once torch is loaded (the page's first show), so the import is free."""
+        from engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE
+
+        self.size.setRange(MIN_SIZE, MAX_SIZE)
+        self.lr.setPlaceholderText(f"default {format_lr(DEFAULT_LR)}")
+        if not self.lr.text().strip():
+            self.set_lr(DEFAULT_LR)
 
     # Values -------------------------------------------------------------------------
     def arch_name(self) -> str:
@@ -207,6 +223,8 @@ class TrainSettings(QWidget):
 
     def config(self, **overrides: Any) -> TrainConfig:
         """The TrainConfig the form describes; ConfigError names what is wrong."""
+        from engine.training.config import TrainConfig
+
         try:
             lr = float(self.lr.text().strip()) if self.lr.text().strip() else None
         except ValueError as exc:
@@ -231,6 +249,8 @@ class TrainSettings(QWidget):
 
     def apply_saved(self, saved: dict[str, Any]) -> None:
         """Restore a project's saved settings; unknown or bad values keep the defaults."""
+        from engine.training.config import TrainConfig
+
         try:
             config = TrainConfig.from_json({k: v for k, v in saved.items() if k != "out"})
         except (ConfigError, TypeError, ValueError):

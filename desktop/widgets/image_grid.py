@@ -90,9 +90,20 @@ def load_thumbnail(item: GridItem, size: int) -> QImage:
         from engine.imageio import load_rgb
 
         img = load_rgb(item.path, min_short_side=size)
-    img = img.copy()
-    img.thumbnail((size, size))
-    return pil_to_qimage(img)
+    return pil_to_qimage(fit_image(img, size))
+
+
+def fit_image(img: Any, size: int) -> Any:
+    """Scale to fit ``size``×``size`` keeping the aspect: down with antialiasing, and up
+    (bilinear) for tiny images, so every cell of the grid is filled alike."""
+    from PIL import Image
+
+    scale = size / max(img.width, img.height)
+    target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if target == img.size:
+        return img
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    return img.resize(target, resample)
 
 
 class _ThumbSignals(QObject):

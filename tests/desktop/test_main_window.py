@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication
 
 from desktop.context import AppContext
@@ -45,8 +45,14 @@ def _urls_mime(paths: list[Path]) -> QMimeData:
 
 
 def _drop(window: MainWindow, paths: list[Path]) -> QDropEvent:
-    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, _urls_mime(paths),
-                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    """A real drag-enter then drop with file URLs, as the window system delivers them."""
+    mime = _urls_mime(paths)
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPointF(50, 50), *args)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(50, 50), *args)
     QApplication.sendEvent(window, event)
     return event
 
@@ -241,6 +247,7 @@ def test_keyboard_shortcuts_switch_tabs(window, qtbot):
     assert window.tabs.currentWidget() is window.train_page
     qtbot.keyClick(window, Qt.Key.Key_5, Qt.KeyboardModifier.ControlModifier)
     assert window.tabs.currentWidget() is window.predict_page
-    shortcuts = {a.text(): a.shortcut().toString() for a in window.findChildren(type(window.train_action))}
+    actions = window.findChildren(type(window.train_action))
+    shortcuts = {a.text(): a.shortcut().toString() for a in actions}
     assert shortcuts["&Train"] == "Ctrl+T" and shortcuts["&Stop"] == "Ctrl+."
     assert shortcuts["&Quit"] == "Ctrl+Q"

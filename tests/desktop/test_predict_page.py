@@ -13,6 +13,8 @@ from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     bundle_file,
     context,
     dataset_root,
+    fresh_predictor,
+    loaded_bundle,
     make_image,
     model_context,
 )
@@ -112,3 +114,30 @@ def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F8
         rows = list(csv.DictReader(handle))
     assert len(rows) == 12 and {r["label"] for r in rows} <= {"cat", "dog"}
     assert not list(dataset_root.rglob("*.csv"))  # nothing written into the user's folder
+
+
+def test_dropping_an_image_on_the_main_window_predicts_it(qtbot, model_context, tmp_path):  # noqa: F811
+    from desktop.main_window import MainWindow
+
+    window = MainWindow(model_context)
+    qtbot.addWidget(window)
+    page = window.predict_page
+    image = make_image(tmp_path / "window.png", (30, 200, 30), seed=2)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000) as blocker:
+        send_drop(window, [image])
+    assert window.tabs.currentWidget() is page
+    assert blocker.args[0].source == image and page.viewer.has_overlay()
+    assert page.bars.rows()
+
+
+def test_model_calls_from_pages_take_turns(qtbot, page, tmp_path):
+    from desktop.pages.model_use import using_model
+
+    image = make_image(tmp_path / "turns.png", (120, 120, 0), seed=6)
+    with using_model(page._context.predictor):  # e.g. an analysis holding the model
+        page.predict_paths([image])
+        qtbot.wait(400)
+        assert page.current_view() is None  # the prediction waits for the model
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000):
+        pass
+    assert page.current_view().source == image

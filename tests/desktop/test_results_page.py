@@ -13,6 +13,8 @@ from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     context,
     data_context,
     dataset_root,
+    fresh_predictor,
+    loaded_bundle,
     model_context,
 )
 
@@ -72,7 +74,7 @@ def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
     from engine.project import load_project
 
     page, data = analysed
-    context = page._context
+    ctx = page._context
     first, second = (loss.path for loss in data.analysis.top_losses[:2])
     before = {p: digest(p) for p in (first, second)}
     other = next(c for c in data.analysis.classes if c != data.analysis.top_losses[0].actual)
@@ -83,7 +85,7 @@ def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
     page.loss_grid.select_rows([1])
     with qtbot.waitSignal(page.overridesChanged):
         page.exclude_button.click()
-    root = context.project.root
+    root = ctx.project.root
     rel_first = first.relative_to(root).as_posix()
     rel_second = second.relative_to(root).as_posix()
     saved, warnings = load_project(root)
@@ -97,14 +99,38 @@ def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
 
 def test_retrain_reapplies_labels_then_asks_for_training(qtbot, analysed):
     page, data = analysed
-    context = page._context
+    ctx = page._context
     loss = data.analysis.top_losses[0]
     page.exclude([loss.path])
-    old_prepared = context.prepared
+    old_prepared = ctx.prepared
     with qtbot.waitSignal(page.retrainRequested, timeout=30_000):
         page.retrain_button.click()
-    assert context.prepared is not old_prepared
-    used = [li.item.path for part in (context.prepared.plan.train, context.prepared.plan.valid)
+    assert ctx.prepared is not old_prepared
+    used = [li.item.path for part in (ctx.prepared.plan.train, ctx.prepared.plan.valid)
             for li in part]
     assert loss.path not in used
     assert page.changes_label.text() == ""
+
+
+def test_test_set_evaluation_counts_looks_and_warns(qtbot, data_context, messages):  # noqa: F811
+    from engine.dataset import prepare_data
+    from engine.splits import SplitRule
+
+    project = data_context.project
+    project.split = SplitRule("random", 0.34, test_fraction=0.34)
+    data_context.set_prepared(prepare_data(project.data_spec()))
+    page = ResultsPage(data_context)
+    qtbot.addWidget(page)
+    panel = page.test_panel
+    qtbot.waitUntil(lambda: panel.looks() == 0, timeout=20_000)
+    assert "has never been looked at" in panel.warning.text()
+    with qtbot.waitSignal(panel.evaluated, timeout=60_000) as first:
+        panel.button.click()
+    assert first.args[0].test_looks == 1 and first.args[0].split == "test"
+    assert "looked at once" in panel.warning.text()
+    assert not [r for r in messages.records if r[0] == "question"]  # no question first time
+    with qtbot.waitSignal(panel.evaluated, timeout=60_000) as second:
+        panel.button.click()
+    assert [r[0] for r in messages.records] == ["question"]  # asked before the second look
+    assert second.args[0].test_looks == 2
+    assert "2 times" in panel.warning.text() and "Warning" in panel.result_label.text()

@@ -79,12 +79,31 @@ def context(qtbot):
     assert ctx.runner.shutdown(20_000), "a worker did not stop"
 
 
+@pytest.fixture(scope="session")
+def loaded_bundle(bundle_file):
+    """The bundle loaded once per session (through the real loader)."""
+    from engine.bundle import load_bundle
+
+    return load_bundle(bundle_file)
+
+
 @pytest.fixture
-def model_context(context, bundle_file):
-    """The context with the tiny bundle loaded (synchronously: tests need it now)."""
+def fresh_predictor(loaded_bundle):
+    """A Predictor with its own copy of the model: tests may hook it or change it."""
+    import copy
+
     from engine.predict import Predictor
 
-    context.set_predictor(bundle_file, Predictor.from_file(bundle_file))
+    meta = loaded_bundle.meta
+    return Predictor(copy.deepcopy(loaded_bundle.model), classes=meta.classes,
+                     preprocessing=meta.preprocessing, multi_label=meta.multi_label,
+                     thresholds=meta.thresholds, arch=meta.arch, source=loaded_bundle.path)
+
+
+@pytest.fixture
+def model_context(context, bundle_file, fresh_predictor):
+    """The context with the tiny bundle loaded (synchronously: tests need it now)."""
+    context.set_predictor(bundle_file, fresh_predictor)
     return context
 
 

@@ -124,7 +124,9 @@ def test_one_forward_gives_prediction_and_map_without_recording_early_layers(
     model = corner_predictor.model
     forwards, early_grad = [], []
     model.register_forward_pre_hook(lambda *_: forwards.append(1))
-    model.features[0].register_forward_hook(lambda _m, _i, out: early_grad.append(out.requires_grad))
+    model.features[0].register_forward_hook(
+        lambda _m, _i, out: early_grad.append(out.requires_grad)
+    )
     result = compute_cam(corner_predictor, path, layer="features")
     assert len(forwards) == 1
     assert early_grad == [False]  # the graph (and the backward pass) starts at the target layer

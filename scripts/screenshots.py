@@ -1,0 +1,164 @@
+"""Render every page of Loupe to docs/screenshots/*.png, headless (``make screenshots``).
+
+It runs the real workflow on the bundled sample: open it, find a learning rate, train a
+small model from scratch (no network, so no pretrained weights), then predict one image,
+grabbing each page with ``QWidget.grab()`` along the way. Loupe's data goes to a
+temporary LOUPE_HOME unless ``--home`` says otherwise, so the user's runs are untouched.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def wait_until(app, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Process events until ``predicate()`` holds; fail loudly after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"screenshots: timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app, window, seconds: float = 0.6) -> None:
+    """Let workers, thumbnail loads and coalesced redraws finish."""
+    from desktop.widgets.image_grid import thumbnail_pool
+
+    wait_until(app, lambda: not window.context.runner.active(), 600, "background work")
+    thumbnail_pool().waitForDone(30_000)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def shoot(app, window, out: Path, name: str) -> Path:
+    settle(app, window)
+    path = out / f"{name}.png"
+    if not window.grab().save(str(path)):
+        raise SystemExit(f"screenshots: could not write {path}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
+
+
+def run(out: Path, epochs: int, size: int) -> None:
+    from desktop.app import create_application
+    from desktop.context import AppContext
+    from desktop.main_window import MainWindow
+    from engine.resources import sample_dir
+
+    app = create_application([sys.argv[0]])
+    context = AppContext()
+    window = MainWindow(context)
+    window.resize(1280, 820)
+    window.show()
+    window.after_first_paint()
+    ctx_errors: list[str] = []
+    context.errorRaised.connect(lambda title, text: ctx_errors.append(f"{title}: {text}"))
+
+    context.open_sample()
+    wait_until(app, lambda: context.prepared is not None, 120, "the sample to load")
+    window.tabs.setCurrentWidget(window.start_page)
+    shoot(app, window, out, "start")
+
+    page = window.data_page
+    window.tabs.setCurrentWidget(page)
+    for index, name in enumerate(("data-labels", "data-counts", "data-samples")):
+        page.views.setCurrentIndex(index)
+        shoot(app, window, out, name)
+    page.views.setCurrentIndex(0)
+
+    train = window.train_page
+    window.tabs.setCurrentWidget(train)
+    settle(app, window)
+    train.settings.arch.setCurrentIndex(train.settings.arch.findData("resnet18"))
+    train.settings.size.setValue(size)
+    train.settings.epochs.setValue(epochs)
+    train.settings.pretrained.setCurrentIndex(train.settings.pretrained.findData("none"))
+    train.find_lr()
+    settle(app, window)
+    shoot(app, window, out, "train-lr-find")
+    train.plots.setCurrentWidget(train.curves)
+    worker = train.start_training()
+    if worker is None:
+        raise SystemExit(f"screenshots: training did not start: {ctx_errors}")
+    wait_until(app, lambda: train.table.row_count() >= 1, 600, "the first epoch")
+    shoot(app, window, out, "train-running")
+    wait_until(app, lambda: worker.outcome != "running" and worker.outcome != "pending",
+               1800, "training to finish")
+    if worker.outcome != "finished":
+        raise SystemExit(f"screenshots: training {worker.outcome}: {ctx_errors}")
+    wait_until(app, lambda: context.predictor is not None, 120, "the model to load")
+    window.tabs.setCurrentWidget(train)
+    shoot(app, window, out, "train")
+
+    window.tabs.setCurrentWidget(window.results_page)
+    shoot(app, window, out, "results", ) if not _analyse(app, window) else None
+    if hasattr(window.results_page, "tabs"):
+        for index in range(window.results_page.tabs.count()):
+            window.results_page.tabs.setCurrentIndex(index)
+            label = window.results_page.tabs.tabText(index).lower().replace(" ", "-")
+            shoot(app, window, out, f"results-{label}")
+
+    window.tabs.setCurrentWidget(window.predict_page)
+    image = sorted(sample_dir().glob("*.png"))[0]
+    window.predict_page.predict_paths([image])
+    shoot(app, window, out, "predict")
+
+    window.tabs.setCurrentWidget(window.models_page)
+    shoot(app, window, out, "models")
+
+    from desktop.theme import dark_palette
+
+    app.setPalette(dark_palette())
+    window.tabs.setCurrentWidget(window.data_page)
+    page.views.setCurrentIndex(1)
+    page.chart.show_counts(context.prepared.plan.counts)
+    shoot(app, window, out, "data-dark")
+    if ctx_errors:
+        print("errors shown during the run:\n  " + "\n  ".join(ctx_errors))
+    window.close()
+    context.runner.shutdown()
+
+
+def _analyse(app, window) -> bool:
+    """Press the Results page's analyse button when it has one; True if it did."""
+    button = getattr(window.results_page, "analyse_button", None)
+    if button is None or not button.isEnabled():
+        return False
+    button.click()
+    settle(app, window, 1.0)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--home", type=Path, help="LOUPE_HOME to use (default: a temp dir)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="loupe-shots-") as tmp:
+        home = args.home or Path(tmp)
+        os.environ["LOUPE_HOME"] = str(home)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        run(args.out, args.epochs, args.size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
