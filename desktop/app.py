@@ -231,12 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.launcher import install_launcher
 
         for path in install_launcher():
-            print(f"wrote {path}")
+            if sys.stdout is not None:  # None under pythonw (Windows gui-scripts)
+                print(f"wrote {path}")
         return 0
     missing = missing_xcb_packages()
     if missing:
         text = xcb_help_text(missing)
-        print(text, file=sys.stderr)
+        if sys.stderr is not None:
+            print(text, file=sys.stderr)
         _show_without_qt(text)
         return 1
     setup_logging()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.embedding import EMBEDDING_METHODS, EmbeddingMap, embedding_map
 from engine.errors import ConfigError, DatasetError, LoupeError
 from engine.events import (
     CancelToken,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from engine.labels import LabelledItem
     from engine.predict import Predictor
 
-EMBEDDING_METHODS = ("pca", "tsne", "auto")
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,6 @@ class TopLoss:
     loss: float
     heatmap: np.ndarray | None
     crop_box: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class EmbeddingMap:
-    """2-D coordinates of the validation images from their penultimate features."""
-
-    method: str
-    coords: np.ndarray  # N×2
-    actual: tuple[str, ...]
-    predicted: tuple[str, ...]
-    paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -298,7 +287,13 @@ def analyze(
         most_confused=most_confused(confusion) if confusion else [],
         top_losses=top_losses(predictor, outputs, k=top_k, cam_method=cam_method,
                               cam_layer=cam_layer),
-        embedding=embedding_map(predictor, outputs, preds, method=embedding),
+        embedding=embedding_map(
+            outputs.features,
+            actual=tuple(_names(predictor, t) for t in outputs.targets),
+            predicted=tuple(_names(predictor, p) for p in preds),
+            paths=outputs.paths,
+            method=embedding,
+        ),
         skipped=skipped,
     )
 
@@ -405,70 +400,9 @@ def _heatmaps_for(
     return maps
 
 
-def embedding_map(
-    predictor: Predictor,
-    outputs: ValidationOutputs,
-    preds: torch.Tensor,
-    *,
-    method: str = "pca",
-) -> EmbeddingMap | None:
-    """2-D map of the penultimate features; None with fewer than 3 images."""
-    import numpy as np
-
-    features = outputs.features
-    if features.shape[0] < 3:
-        return None
-    chosen = _embedding_method(method, features.shape[0])
-    if chosen == "tsne":
-        from sklearn.manifold import TSNE
-
-        perplexity = float(min(30, max(2, (features.shape[0] - 1) // 3)))
-        coords = TSNE(n_components=2, perplexity=perplexity, init="pca",
-                      random_state=0).fit_transform(features.numpy())
-    else:
-        coords = _pca_2d(features)
-    classes = predictor.classes
-
-    def names(row: torch.Tensor) -> str:
-        if row.ndim == 0:
-            return classes[int(row)]
-        return ";".join(c for c, on in zip(classes, row.tolist(), strict=True) if on) or "(none)"
-
-    return EmbeddingMap(
-        method=chosen,
-        coords=np.asarray(coords, dtype=np.float32),
-        actual=tuple(names(t) for t in outputs.targets),
-        predicted=tuple(names(p) for p in preds),
-        paths=outputs.paths,
-    )
-
-
-def _embedding_method(method: str, count: int) -> str:
-    import importlib.util
-
-    has_sklearn = importlib.util.find_spec("sklearn") is not None
-    if method == "tsne" and not has_sklearn:
-        raise ConfigError(
-            "t-SNE needs scikit-learn, which is not installed: "
-            "pip install scikit-learn (or use the PCA map)"
-        )
-    if method == "auto":
-        return "tsne" if has_sklearn and count >= 10 else "pca"
-    return method
-
-
-def _pca_2d(features: torch.Tensor) -> np.ndarray:
-    """Project centred features on their two main directions (torch.pca_lowrank)."""
-    import numpy as np
-    import torch
-
-    x = features.double()
-    centred = x - x.mean(dim=0, keepdim=True)
-    q = min(2, *centred.shape)
-    with torch.random.fork_rng():  # pca_lowrank is randomized: same map every time
-        torch.manual_seed(0)
-        _, _, v = torch.pca_lowrank(centred, q=q, center=False)
-    coords = (centred @ v[:, :q]).numpy()
-    if q < 2:  # one feature or two images: pad so callers always get N×2
-        coords = np.concatenate([coords, np.zeros((coords.shape[0], 2 - q))], axis=1)
-    return coords.astype(np.float32)
+def _names(predictor: Predictor, row: torch.Tensor) -> str:
+    """A class index (or multi-hot row) as the label text the GUI shows."""
+    if row.ndim == 0:
+        return predictor.classes[int(row)]
+    chosen = [c for c, on in zip(predictor.classes, row.tolist(), strict=True) if on]
+    return ";".join(chosen) or "(none)"

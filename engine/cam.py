@@ -20,14 +20,21 @@ the parts the model never saw uncoloured.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The "what the network learned" views live in engine.activations; re-exported here so
+# every picture of the model's insides is reachable from one module.
+from engine.activations import (
+    ChannelActivation,
+    conv_layers,
+    filters_figure,
+    first_conv_filters,
+    top_activating,
+)
 from engine.errors import ConfigError
-from engine.events import CancelToken, EventCallback, Finished, Progress, Started, ignore_event
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,6 +133,7 @@ def cam_forward(
     extractor_cls = _extractor_class(method)
     model = predictor.model
     layer_name = layer or target_layer_name(predictor)
+    _check_layer(model, layer_name)
     batch = batch.to(predictor.device)
     reshape = _token_reshape(model)
     gradient = method in _GRADIENT_METHODS
@@ -135,7 +143,10 @@ def cam_forward(
             module = dict(model.named_modules())[layer_name]
             handle = module.register_forward_hook(_start_graph_here, prepend=True)
         try:
-            with torch.enable_grad() if gradient else torch.no_grad():
+            # inference_mode(False): callers may sit inside inference mode, where no tensor
+            # can require grad; the gradient methods need exactly that from the layer on.
+            grad_mode = torch.enable_grad() if gradient else torch.no_grad()
+            with torch.inference_mode(False), grad_mode:
                 logits = model(batch)
                 indices = _class_indices(predictor, logits.detach(), target)
                 maps = cam(class_idx=indices, scores=logits)
@@ -208,10 +219,22 @@ def target_layer_name(predictor: Predictor) -> str:
 
 
 def _token_reshape(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """For transformers: fold patch tokens (B, N, C) back into a (B, C, H, W) grid."""
+    """For transformers: fold patch tokens (B, N, C) back into a (B, C, H, W) grid.
+
+    Feature maps that are already spatial (a ViT's patch-embedding conv) pass unchanged.
+    """
     from engine.models import cam_reshape_transform
 
-    return cam_reshape_transform(model)
+    to_map = cam_reshape_transform(model)
+    if to_map is None:
+        return None
+    return lambda tensor: to_map(tensor) if tensor.ndim == 3 else tensor
+
+
+def _check_layer(model: Any, name: str) -> None:
+    from engine.activations import named_module
+
+    named_module(model, name)
 
 
 # -- overlays -----------------------------------------------------------------------------
@@ -320,111 +343,20 @@ def heatmap_figure(result: CamResult, image: Image.Image | None = None, *,
     return fig
 
 
-# -- what the network learned -------------------------------------------------------------
-
-
-def first_conv_filters(model: torch.nn.Module) -> np.ndarray:
-    """The first RGB convolution's filters as N×k×k×3 images, each scaled to 0..1."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3:
-            weights = module.weight.detach().float().cpu()
-            low = weights.amin(dim=(1, 2, 3), keepdim=True)
-            high = weights.amax(dim=(1, 2, 3), keepdim=True)
-            scaled = (weights - low) / (high - low).clamp_min(1e-8)
-            return scaled.permute(0, 2, 3, 1).numpy()
-    raise ConfigError("the model has no convolution on RGB input to show filters for")
-
-
-def filters_figure(filters: np.ndarray, *, columns: int = 8) -> Figure:
-    """A grid picture of first-layer filters (edges, colour blobs on a trained model)."""
-    from matplotlib.figure import Figure
-
-    count = filters.shape[0]
-    rows = math.ceil(count / columns)
-    fig = Figure(figsize=(columns * 0.8, rows * 0.8), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < count:
-            axis.imshow(filters[index], interpolation="nearest")
-    fig.suptitle(f"first convolution: {count} filters")
-    return fig
-
-
-@dataclass(frozen=True)
-class ChannelActivation:
-    """How strongly one image drives a channel (mean activation over positions)."""
-
-    path: Path
-    score: float
-
-
-def top_activating(
-    predictor: Predictor,
-    paths: Sequence[str | Path],
-    layer: str,
-    channel: int,
-    *,
-    count: int = 9,
-    batch_size: int = 16,
-    on_event: EventCallback = ignore_event,
-    cancel: CancelToken | None = None,
-) -> list[ChannelActivation]:
-    """The images (usually the validation set) that activate ``layer``/``channel`` most."""
-    import torch
-
-    module = _named_module(predictor.model, layer)
-    captured: list[torch.Tensor] = []
-    reshape = _token_reshape(predictor.model)
-
-    def hook(_m: Any, _i: Any, output: torch.Tensor) -> None:
-        fmap = reshape(output) if reshape is not None else output
-        if not 0 <= channel < fmap.shape[1]:
-            raise ConfigError(
-                f"layer {layer!r} has {fmap.shape[1]} channels; {channel} is out of range"
-            )
-        captured.append(fmap[:, channel].flatten(1).mean(dim=1).float().cpu())
-
-    scores: list[ChannelActivation] = []
-    handle = module.register_forward_hook(hook)
-    total = len(paths)
-    on_event(Started("activations", total=total))
-    try:
-        for start in range(0, total, batch_size):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            batch = torch.stack([predictor.prepare(p).tensor for p in chunk])
-            captured.clear()
-            predictor.logits(batch)
-            for path, value in zip(chunk, captured[0].tolist(), strict=True):
-                scores.append(ChannelActivation(path, float(value)))
-            on_event(Progress("activations", min(start + batch_size, total), total))
-    finally:
-        handle.remove()
-    on_event(Finished("activations", {"count": total}))
-    return sorted(scores, key=lambda a: a.score, reverse=True)[:count]
-
-
-def _named_module(model: torch.nn.Module, layer: str) -> torch.nn.Module:
-    modules = dict(model.named_modules())
-    if layer not in modules or not layer:
-        import difflib
-
-        close = difflib.get_close_matches(layer, modules, n=5)
-        hint = f"; did you mean: {', '.join(close)}" if close else ""
-        raise ConfigError(f"the model has no layer named {layer!r}{hint}")
-    return modules[layer]
-
-
-def conv_layers(model: torch.nn.Module) -> list[tuple[str, int]]:
-    """(name, output channels) of every 2-D convolution, for a layer picker."""
-    import torch
-
-    return [
-        (name, module.out_channels)
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Conv2d)
-    ]
+__all__ = [
+    "CAM_METHODS",
+    "DEFAULT_METHOD",
+    "CamResult",
+    "ChannelActivation",
+    "cam_forward",
+    "colormap_lut",
+    "compute_cam",
+    "conv_layers",
+    "filters_figure",
+    "first_conv_filters",
+    "heatmap_figure",
+    "render_overlay",
+    "save_overlay",
+    "target_layer_name",
+    "top_activating",
+]

@@ -14,7 +14,9 @@ Multi-label models return every label above its own threshold, possibly none.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,42 +271,55 @@ class Predictor:
         """Yield one :class:`BatchOutcome` per path, in order, checking cancel per batch.
 
         A file that fails to load yields its ``LoupeError`` instead of a prediction, so one
-        broken image does not stop a folder of thousands.
+        broken image does not stop a folder of thousands. Images are decoded by a few
+        threads (Pillow releases the GIL), and the next batch decodes while the model runs
+        on this one.
         """
-        import torch
-
-        from engine.errors import LoupeError
-
         if batch_size < 1:
             raise ConfigError(f"batch size must be 1 or more, got {batch_size}")
-        total = len(paths)
-        on_event(Started(task, total=total))
+        chunks = [
+            [Path(p) for p in paths[start : start + batch_size]]
+            for start in range(0, len(paths), batch_size)
+        ]
+        on_event(Started(task, total=len(paths)))
         done = 0
-        for start in range(0, total, batch_size):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            tensors: list[torch.Tensor] = []
-            errors: dict[int, Exception] = {}
-            for index, path in enumerate(chunk):
-                try:
-                    tensors.append(self.prepare(path).tensor)
-                except LoupeError as err:
-                    errors[index] = err
-            probs = (
-                self.probabilities(self.logits(torch.stack(tensors))) if tensors else None
-            )
-            row = 0
-            for index, path in enumerate(chunk):
-                if index in errors:
-                    yield BatchOutcome(path, errors[index])
-                    continue
-                assert probs is not None
-                yield BatchOutcome(path, self.make_prediction(probs[row], path, topk))
-                row += 1
-            done += len(chunk)
-            on_event(Progress(task, done, total))
-        on_event(Finished(task, {"count": total}))
+        pool = ThreadPoolExecutor(max_workers=_loader_threads(), thread_name_prefix="loupe-load")
+        with pool:
+            upcoming = [pool.submit(self._prepare_or_error, p) for p in chunks[0]] if chunks else []
+            for index, chunk in enumerate(chunks):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                loaded = [future.result() for future in upcoming]
+                if index + 1 < len(chunks):
+                    upcoming = [pool.submit(self._prepare_or_error, p) for p in chunks[index + 1]]
+                yield from self._run_batch(chunk, loaded, topk)
+                done += len(chunk)
+                on_event(Progress(task, done, len(paths)))
+        on_event(Finished(task, {"count": len(paths)}))
+
+    def _prepare_or_error(self, path: Path) -> torch.Tensor | Exception:
+        from engine.errors import LoupeError
+
+        try:
+            return self.prepare(path).tensor
+        except LoupeError as err:
+            return err
+
+    def _run_batch(
+        self, chunk: list[Path], loaded: list[torch.Tensor | Exception], topk: int
+    ) -> Iterator[BatchOutcome]:
+        import torch
+
+        tensors = [x for x in loaded if not isinstance(x, Exception)]
+        probs = self.probabilities(self.logits(torch.stack(tensors))) if tensors else None
+        row = 0
+        for path, item in zip(chunk, loaded, strict=True):
+            if isinstance(item, Exception):
+                yield BatchOutcome(path, item)
+                continue
+            assert probs is not None
+            yield BatchOutcome(path, self.make_prediction(probs[row], path, topk))
+            row += 1
 
     def make_prediction(self, probs: torch.Tensor, path: Path | None, topk: int) -> Prediction:
         """Turn one row of probabilities into a :class:`Prediction` (top-k, unknown)."""
@@ -341,6 +356,11 @@ class BatchOutcome:
 
     path: Path
     result: Prediction | Exception
+
+
+def _loader_threads() -> int:
+    """Decode threads for batched prediction: a few, never more than the cores."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _resolve_thresholds(

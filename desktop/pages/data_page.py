@@ -60,6 +60,7 @@ def _table(model: Any) -> QTableView:
     view.verticalHeader().setVisible(False)
     view.horizontalHeader().setStretchLastSection(True)
     view.setWordWrap(False)
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
     return view
 
 
@@ -161,6 +162,7 @@ class DataPage(QWidget):
         preview_layout.addLayout(filter_row)
         self.preview_table = _table(self.preview_proxy)
         self.preview_table.setSortingEnabled(True)
+        self.preview_table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.preview_table.horizontalHeader().setSectionResizeMode(
             0, QHeaderView.ResizeMode.Stretch)
         preview_layout.addWidget(self.preview_table)

@@ -78,6 +78,8 @@ def predict_with_cam(
     cancel: Any = None,
 ) -> CamView:
     """Worker body: prediction + map in one forward pass, then the two display layers."""
+    from PIL import Image
+
     from engine import cam
     from engine.imageio import load_rgb
 
@@ -91,8 +93,8 @@ def predict_with_cam(
     else:
         original = picture = source.convert("RGB")
     base, _ = display_layers(original, None)
-    from PIL import Image
-
+    # The map coloured at full strength on the display-sized image: blending this layer
+    # with the plain one at opacity a equals engine.cam's overlay at opacity a.
     coloured = cam.render_overlay(result, Image.fromarray(base), opacity=1.0)
     heat = np.asarray(coloured, dtype=np.uint8)
     path = Path(source) if isinstance(source, str | Path) else None
@@ -283,15 +285,25 @@ class PredictPage(QWidget):
         return False
 
     # -- drag and drop ----------------------------------------------------------------------------
+    def _wants(self, mime: Any) -> bool:
+        """Accept what this page can act on; a folder without a model is left to the
+        main window, which opens it as training data."""
+        plan = plan_for(mime)
+        if plan.folder is not None and plan.model is None and not plan.images:
+            return self._context.predictor is not None
+        return mime_is_usable(mime)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if mime_is_usable(event.mimeData()):
+        if self._wants(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:
-        if mime_is_usable(event.mimeData()):
+        if self._wants(event.mimeData()):
             event.acceptProposedAction()
+        else:
+            event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:
         mime = event.mimeData()
@@ -342,6 +354,9 @@ class PredictPage(QWidget):
             del self._history[HISTORY_LIMIT:]
         self.show_view(view)
         self._refresh_history()
+        top = view.prediction.top
+        verdict = f"{top[0][0]} ({top[0][1]:.1%})" if top else "no label"
+        self._context.statusMessage.emit(f"{view.name}: {verdict}")
         self._on_done()
 
     def _on_error(self, source: Any, exc: BaseException) -> None:

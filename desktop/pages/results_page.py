@@ -17,21 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
     QMenu,
     QProgressBar,
     QPushButton,
-    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.pages import results_plots as plots
+from desktop.pages.results_confusion import ConfusionPanel
+from desktop.pages.results_filters import FiltersPanel
 from desktop.pages.results_tables import PerClassTable, TestSetPanel
 from desktop.widgets.image_grid import GridItem, ImageGrid
 from desktop.widgets.mpl_canvas import MplCanvas
@@ -56,9 +57,8 @@ class ResultsPage(QWidget):
         self._data: plots.ResultsData | None = None
         self._analysed_for: tuple[int, int] | None = None
         self._worker: Any = None
-        self._cell_worker: Any = None
         self._changes = 0
-        self._axes: Any = None
+        self._rels: tuple[Any, dict[Path, str]] = (None, {})
         self._build()
         context.modelChanged.connect(self._maybe_analyse)
         context.dataPrepared.connect(self._maybe_analyse)
@@ -83,51 +83,27 @@ class ResultsPage(QWidget):
         bar.addWidget(self.status, 1)
 
         self.tabs = QTabWidget(self)
-        self.tabs.addTab(self._build_confusion(), "Confusion matrix")
+        self.confusion = ConfusionPanel(self._context, self._override_note, self)
+        self.confusion.cellShown.connect(self.cellShown)
+        self._attach_menu(self.confusion.cell_grid)
+        self.confusion_canvas = self.confusion.canvas
+        self.cell_grid = self.confusion.cell_grid
+        self.cell_title = self.confusion.cell_title
+        self.tabs.addTab(self.confusion, "Confusion matrix")
         self.tabs.addTab(self._build_losses(), "Top losses")
         self.per_class = PerClassTable(self)
         self.tabs.addTab(self.per_class, "Per class")
         self.embedding_canvas = MplCanvas(self, width=6, height=4)
         self.tabs.addTab(self.embedding_canvas, "Embedding map")
-        self.filters_canvas = MplCanvas(self, width=6, height=4)
-        self.tabs.addTab(self.filters_canvas, "First-layer filters")
+        self.filters = FiltersPanel(self._context, self)
+        self.filters_canvas = self.filters.canvas
+        self.tabs.addTab(self.filters, "Filters")
         self.test_panel = TestSetPanel(self._context, self)
         self.tabs.addTab(self.test_panel, "Test set")
 
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
         layout.addWidget(self.tabs, 1)
-
-    def _build_confusion(self) -> QWidget:
-        page = QWidget(self)
-        self.confusion_canvas = MplCanvas(page, width=5, height=5)
-        self.confusion_canvas.mpl_connect("button_press_event", self._on_matrix_click)
-        self.normalize_check = QCheckBox("Normalize rows", page)
-        self.normalize_check.toggled.connect(lambda _on: self._draw_confusion())
-        self.confused_label = QLabel("", page)
-        self.confused_label.setWordWrap(True)
-        self.cell_title = QLabel("Click a cell to see its images.", page)
-        self.cell_title.setWordWrap(True)
-        self.cell_grid = ImageGrid(page, thumb_size=144)
-        self._attach_menu(self.cell_grid)
-        left = QWidget(page)
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.confusion_canvas, 1)
-        left_layout.addWidget(self.normalize_check)
-        left_layout.addWidget(self.confused_label)
-        right = QWidget(page)
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(self.cell_title)
-        right_layout.addWidget(self.cell_grid, 1)
-        splitter = QSplitter(Qt.Orientation.Horizontal, page)
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-        layout = QVBoxLayout(page)
-        layout.addWidget(splitter)
-        return page
 
     def _build_losses(self) -> QWidget:
         page = QWidget(self)
@@ -170,10 +146,14 @@ class ResultsPage(QWidget):
             relabel = menu.addMenu("Relabel as")
             for name in self._classes():
                 relabel.addAction(name, lambda n=name: self.relabel(paths, n))
-            menu.addAction("Exclude from training", lambda: self.exclude(paths))
+            menu.addAction("Exclude from training (Del)", lambda: self.exclude(paths))
             menu.addAction("Clear override", lambda: self.clear_override(paths))
 
         grid.set_menu_builder(build)
+        shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), grid)
+        shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+        shortcut.activated.connect(
+            lambda: self.exclude([self._item_path(i) for i in grid.selected_items()]))
 
     # -- analysis ---------------------------------------------------------------------------
     def _key(self) -> tuple[int, int] | None:
@@ -225,11 +205,13 @@ class ResultsPage(QWidget):
         if worker is not self._worker:
             return
         self._worker = None
-        self._analysed_for = None
         self.progress.setVisible(False)
         if exc is None:
+            self._analysed_for = None  # cancelled: showing the page again retries
             self.status.setText("Analysis cancelled.")
             return
+        # A failure is not retried by itself (the dialog would return on every visit):
+        # a new model or new data, or the Analyse button, tries again.
         self.status.setText("Analysis failed.")
         self._context.errorRaised.emit("Analysis failed", describe_error(exc))
 
@@ -246,83 +228,26 @@ class ResultsPage(QWidget):
         self.status.setText(f"{result.count} validation images · {shown}{skipped}")
         self.relabel_combo.clear()
         self.relabel_combo.addItems(list(result.classes))
-        self._draw_confusion()
+        self.confusion.show_analysis(result)
         self._fill_losses()
         self.per_class.show_report(result.per_class, metrics)
         plots.draw_embedding(self.embedding_canvas, result.embedding)
-        plots.draw_filters(self.filters_canvas, data.filters, data.filters_error)
+        valid = self._context.prepared.plan.valid if self._context.prepared is not None else ()
+        self.filters.show_data(data, [li.item.path for li in valid])
         self._update_actions()
         self.analysisReady.emit(data)
 
     def results(self) -> plots.ResultsData | None:
         return self._data
 
-    # -- confusion matrix --------------------------------------------------------------------
-    def _draw_confusion(self) -> None:
-        if self._data is None:
-            return
-        result = self._data.analysis
-        self._axes = plots.draw_confusion(self.confusion_canvas, result.confusion,
-                                          normalized=self.normalize_check.isChecked())
-        pairs = result.most_confused[:5]
-        text = "; ".join(f"{p.actual} → {p.predicted}: {p.count}" for p in pairs)
-        self.confused_label.setText(f"Most confused: {text}" if text else "No confusions.")
-
+    # -- confusion matrix (delegated to ConfusionPanel) ---------------------------------------
     def matrix_axes(self) -> Any:
         """The matplotlib axes of the confusion matrix (for locating cells)."""
-        return self._axes
-
-    def _on_matrix_click(self, event: Any) -> None:
-        confusion = self._data.analysis.confusion if self._data is not None else None
-        if confusion is None or event.inaxes is not self._axes or event.xdata is None:
-            return
-        row, column = int(round(event.ydata)), int(round(event.xdata))
-        n = len(confusion.classes)
-        if 0 <= row < n and 0 <= column < n:
-            self.show_cell(row, column)
+        return self.confusion.axes()
 
     def show_cell(self, actual: int, predicted: int) -> Any:
-        """List the images of one cell (actual row, predicted column) with their maps."""
-        if self._data is None or self._context.predictor is None:
-            return None
-        result = self._data.analysis
-        names = result.classes
-        embedding = result.embedding
-        if embedding is None:
-            self.cell_title.setText("Too few validation images to list a cell.")
-            return None
-        entries = [
-            (path, a) for path, a, p in zip(embedding.paths, embedding.actual,
-                                            embedding.predicted, strict=True)
-            if a == names[actual] and p == names[predicted]
-        ]
-        self.cell_title.setText(
-            f"Actual {names[actual]}, predicted {names[predicted]}: {len(entries)} images"
-            + (f" (showing {plots.CELL_LIMIT})" if len(entries) > plots.CELL_LIMIT else ""))
-        if self._cell_worker is not None:
-            self._cell_worker.cancel()
-        worker = self._context.runner.start(
-            plots.cell_images, self._context.predictor, entries, name="cell-images")
-        worker.finished.connect(lambda images: self._on_cell(worker, images))
-        worker.errored.connect(lambda exc: self._context.errorRaised.emit(
-            "Cannot show the cell", str(exc)))
-        self._cell_worker = worker
-        return worker
-
-    def _on_cell(self, worker: Any, images: list[plots.CellImage]) -> None:
-        if worker is not self._cell_worker:
-            return
-        self._cell_worker = None
-        items = []
-        for image in images:
-            top = image.prediction.top
-            caption = f"{top[0][0]} {top[0][1]:.0%}" if top else "(no label)"
-            caption += self._override_note(image.path)
-            tip = ", ".join(f"{name} {p:.1%}" for name, p in top)
-            items.append(GridItem(image=image.overlay, caption=caption, data=image.path,
-                                  tooltip=f"{image.path}\nactual {image.actual}\n{tip}"))
-        self.cell_grid.set_items(items)
-        self.cellShown.emit(images)
+        """List one cell's images (actual row, predicted column) with their maps."""
+        return self.confusion.show_cell(actual, predicted)
 
     # -- top losses and overrides -------------------------------------------------------------
     def _fill_losses(self) -> None:
@@ -352,13 +277,18 @@ class ResultsPage(QWidget):
         return list(predictor.classes) if predictor is not None else []
 
     def _rel_of(self, path: Path) -> str | None:
+        """The image's key for overrides: its path relative to the data folder."""
         prepared = self._context.prepared
         if prepared is None:
             return None
-        for part in (prepared.plan.train, prepared.plan.valid, prepared.plan.test):
-            for labelled in part:
-                if labelled.item.path == path:
-                    return labelled.item.rel
+        if self._rels[0] is not prepared:
+            rels = {li.item.path: li.item.rel
+                    for part in (prepared.plan.train, prepared.plan.valid, prepared.plan.test)
+                    for li in part}
+            self._rels = (prepared, rels)
+        rel = self._rels[1].get(Path(path))
+        if rel is not None:
+            return rel
         try:
             return Path(path).resolve().relative_to(Path(prepared.spec.root).resolve()).as_posix()
         except ValueError:
@@ -415,6 +345,7 @@ class ResultsPage(QWidget):
         self._context.save_project()
         self._changes += done
         self._fill_losses()
+        self.confusion.refresh_notes()
         self._update_actions()
         self._context.statusMessage.emit(
             f"{done} correction(s) saved in the project; the image files are unchanged.")

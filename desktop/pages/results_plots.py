@@ -30,6 +30,7 @@ class ResultsData:
     loss_overlays: tuple[np.ndarray | None, ...]
     filters: np.ndarray | None
     filters_error: str = ""
+    layers: tuple[tuple[str, int], ...] = ()  # convolutions (name, channels) to inspect
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def run_analysis(predictor: Any, items: Sequence[Any], *, embedding: str = "pca"
         filters, filters_error = cam.first_conv_filters(predictor.model), ""
     except LoupeError as err:
         filters, filters_error = None, str(err)
-    return ResultsData(result, tuple(overlays), filters, filters_error)
+    layers = tuple(cam.conv_layers(predictor.model))
+    return ResultsData(result, tuple(overlays), filters, filters_error, layers)
 
 
 def cell_images(predictor: Any, entries: Sequence[tuple[Path, str]], *, method: str = "gradcam",

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -88,14 +88,14 @@ class TrainPage(QWidget):
         splitter.addWidget(self._build_left())
         splitter.addWidget(self._build_right())
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([400, 800])
+        splitter.setSizes([460, 820])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(splitter)
         context.projectChanged.connect(self._on_project)
         context.engineReady.connect(self._engine_loaded)
-        context.dataPrepared.connect(self._update_ready)
-        context.dataChanged.connect(self._update_ready)
+        context.dataPrepared.connect(self._on_data)
+        context.dataChanged.connect(self._on_data)
         self._update_ready()
 
     # Layout -------------------------------------------------------------------------
@@ -107,7 +107,10 @@ class TrainPage(QWidget):
         self.settings.findLrRequested.connect(self.find_lr)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(self.settings)
+        scroll.setMinimumWidth(self.settings.minimumSizeHint().width() + 24)
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start_training)
@@ -179,17 +182,26 @@ class TrainPage(QWidget):
                 self._pending_settings = dict(project.training)
         self._update_ready()
 
+    def _on_data(self) -> None:
+        self._update_ready()
+        if self.is_running():
+            return
+        if self.context.prepared is None:
+            self.status.setText("Open a folder on the Data page, then start training.")
+            return
+        plan = self.context.prepared.plan
+        self.status.setText(
+            f"Ready: {len(plan.train)} training and {len(plan.valid)} validation images, "
+            f"{len(plan.classes)} classes."
+        )
+
     def _update_ready(self) -> None:
-        running = self.is_running()
+        busy = self.is_running() or (
+            self.lr_worker is not None and self.lr_worker.outcome in ("pending", "running")
+        )
         ready = self.context.prepared is not None
-        self.start_button.setEnabled(ready and not running)
-        self.settings.find_lr_button.setEnabled(ready and not running)
-        if not running and ready and self.worker is None:
-            plan = self.context.prepared.plan
-            self.status.setText(
-                f"Ready: {len(plan.train)} training and {len(plan.valid)} validation images, "
-                f"{len(plan.classes)} classes."
-            )
+        self.start_button.setEnabled(ready and not busy)
+        self.settings.find_lr_button.setEnabled(ready and not busy)
 
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.outcome in ("pending", "running")
@@ -263,6 +275,9 @@ class TrainPage(QWidget):
         self.lr_worker = worker
 
     def _on_lr_found(self, result: Any) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat("learning-rate finder: done")
         self.lr_plot.show_result(result.lrs, result.losses, result.suggestion)
         self.settings.set_lr(result.suggestion)
         self.status.setText(

@@ -80,6 +80,10 @@ class TrainSettings(QWidget):
         form = QFormLayout(box)
         self.arch = QComboBox()
         self.arch.setEditable(True)  # any timm model name is accepted too
+        self.arch.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.arch.setMinimumContentsLength(18)
         for info in ARCHITECTURES:
             self.arch.addItem(
                 f"{info.name}  ·  {format_params(info.params)}  ·  {info.speed}", info.name
@@ -105,6 +109,7 @@ class TrainSettings(QWidget):
         self.pretrained = QComboBox()
         self.pretrained.addItem("Use weights found on this computer", "auto")
         self.pretrained.addItem("None: train from random initialisation", "none")
+        self.pretrained.currentIndexChanged.connect(lambda _i: self._pretrained_changed())
         form.addRow("Architecture", self.arch)
         form.addRow("", self.arch_note)
         form.addRow("", self.weights_label)
@@ -168,6 +173,15 @@ class TrainSettings(QWidget):
         form.addRow("", self.progressive)
         return box
 
+    def _pretrained_changed(self) -> None:
+        """From random init there is no frozen phase (fit_one_cycle, not fine_tune)."""
+        scratch = self.pretrained.currentData() == "none"
+        self.freeze_epochs.setEnabled(not scratch)
+        self.freeze_epochs.setToolTip(
+            "No frozen phase when training from random initialisation" if scratch
+            else "Epochs with the pretrained body frozen (fine_tune)"
+        )
+
     def load_limits(self) -> None:
         """Take size limits and the default learning rate from the engine's config.
 
@@ -192,8 +206,8 @@ class TrainSettings(QWidget):
         name = self.arch_name()
         info = next((i for i in ARCHITECTURES if i.name == name), None)
         self.arch_note.setText(
-            f"{info.family} · {format_params(info.params)} · {info.speed} · {info.note}"
-            if info else "timm model (not in the curated list)"
+            f"{info.family} family: {info.note}" if info
+            else "a timm model name (not in the curated list)"
         )
 
     def set_weights_status(self, arch: str, status: str) -> None:
@@ -279,3 +293,5 @@ class TrainSettings(QWidget):
                        self.flip, self.rotate, self.lighting, self.progressive,
                        self.import_button, self.download_button):
             widget.setEnabled(not running)
+        if not running:
+            self._pretrained_changed()

@@ -17,7 +17,9 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidge
 
 _FIXED = ("train_loss", "valid_loss", "error_rate")
 _TIME_KEYS = ("seconds", "time", "epoch_seconds")
-_HIDDEN = frozenset({"epoch", "phase", "total_epochs", *_TIME_KEYS})
+# Bookkeeping the engine logs per epoch that is not a metric (fastai's table omits it).
+_HIDDEN = frozenset({"epoch", "phase", "total_epochs", "batch_size", "size", "lr", "lrs",
+                     *_TIME_KEYS})
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -81,7 +83,9 @@ class EpochTableModel(QAbstractTableModel):
         name = self.columns()[column]
         data = self._rows[row]
         if name == "epoch":
-            return str(data["epoch"])
+            epoch = data["epoch"]
+            whole = isinstance(epoch, float) and epoch.is_integer()
+            return str(int(epoch)) if whole else str(epoch)
         if name == "phase":
             return data["phase"]
         if name == "time":

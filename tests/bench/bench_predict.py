@@ -88,13 +88,13 @@ def _floor(photo: Path, model, size: int, presize: int):
 
 
 def bench_single(work: Path, repeats: int) -> list[tuple[str, float, float, str]]:
+    import torch
+
     from engine.bundle import save_bundle
     from engine.cam import compute_cam, render_overlay
     from engine.models import create_model
     from engine.predict import Predictor
     from engine.transforms import Preprocessing
-
-    import torch
 
     torch.manual_seed(0)
     photo = _photo(work / "photo_12mp.jpg", 4000, 3000)

@@ -29,6 +29,7 @@ def window(qtbot):
     qtbot.waitExposed(win)
     yield win
     assert context.runner.shutdown(60_000)
+    QApplication.processEvents()  # deliver queued results while message boxes are recorded
 
 
 @pytest.fixture

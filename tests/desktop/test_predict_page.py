@@ -95,18 +95,23 @@ def test_dropping_a_model_file_loads_it(qtbot, context, bundle_file):  # noqa: F
 
 
 def test_predicting_without_a_model_says_so(qtbot, context, tmp_path):  # noqa: F811
+    from PySide6.QtCore import QMimeData, QUrl
+
     page = PredictPage(context)
     qtbot.addWidget(page)
     image = make_image(tmp_path / "n.png", (1, 2, 3), seed=1)
     with qtbot.waitSignal(context.errorRaised) as blocker:
         page.predict_paths([image])
     assert blocker.args[0] == "No model loaded"
+    folder = QMimeData()
+    folder.setUrls([QUrl.fromLocalFile(str(tmp_path))])
+    assert not page._wants(folder)  # left to the window, which opens it as data
 
 
 def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F811
     panel = page.folder_panel
     with qtbot.waitSignal(panel.folderFinished, timeout=60_000) as blocker:
-        page.predict_folder(dataset_root)
+        send_drop(page, [dataset_root])  # a dropped folder, with a model loaded
     result = blocker.args[0]
     assert len(result.rows) == 12 and panel.table.rowCount() == 12
     target = panel.save_csv(tmp_path / "out" / "preds.csv")
@@ -141,3 +146,33 @@ def test_model_calls_from_pages_take_turns(qtbot, page, tmp_path):
     with qtbot.waitSignal(page.predictionShown, timeout=30_000):
         pass
     assert page.current_view().source == image
+
+
+def test_pasting_pixels_predicts_them(qtbot, page):
+    from PySide6.QtGui import QColor, QImage
+    from PySide6.QtWidgets import QApplication
+
+    image = QImage(70, 50, QImage.Format.Format_RGB32)
+    image.fill(QColor(10, 200, 90))
+    QApplication.clipboard().setImage(image)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000) as blocker:
+        page.paste_button.click()
+    view = blocker.args[0]
+    assert view.source is None and view.image.size == (70, 50)
+    assert tuple(view.base[0, 0]) == (10, 200, 90)
+    assert "pasted image" in page.path_label.text()
+
+
+def test_cancelling_a_folder_run_writes_nothing(qtbot, page, dataset_root):  # noqa: F811
+    from desktop.pages.model_use import using_model
+    from engine import paths
+
+    panel = page.folder_panel
+    with using_model(page._context.predictor):  # the run waits for the model...
+        page.predict_folder(dataset_root)
+        assert panel.is_running() and panel.cancel_button.isEnabled()
+        with qtbot.waitSignal(panel._worker.cancelled, timeout=10_000):
+            panel.cancel_button.click()  # ...and is cancelled while it waits
+    assert not panel.is_running() and panel.result() is None
+    assert "Cancelled" in panel.title.text() and not panel.save_button.isEnabled()
+    assert not list((paths.cache_dir() / "predictions").glob("*.csv"))

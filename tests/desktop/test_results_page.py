@@ -134,3 +134,21 @@ def test_test_set_evaluation_counts_looks_and_warns(qtbot, data_context, message
     assert [r[0] for r in messages.records] == ["question"]  # asked before the second look
     assert second.args[0].test_looks == 2
     assert "2 times" in panel.warning.text() and "Warning" in panel.result_label.text()
+
+
+def test_filters_tab_finds_the_images_a_channel_likes(qtbot, analysed):
+    page, data = analysed
+    panel = page.filters
+    assert data.filters is not None and panel.canvas.figure.axes  # filters drawn
+    names = [panel.layer_combo.itemData(i)[0] for i in range(panel.layer_combo.count())]
+    assert "conv1" in names and len(names) == len(data.layers)
+    panel.layer_combo.setCurrentIndex(names.index("conv1"))
+    panel.channel_spin.setValue(3)
+    with qtbot.waitSignal(panel.topFound, timeout=30_000) as blocker:
+        panel.find_button.click()
+    found = blocker.args[0]
+    valid = {li.item.path for li in page._context.prepared.plan.valid}
+    assert len(found) == len(valid) == len(panel.grid.items())
+    assert {a.path for a in found} == valid
+    scores = [a.score for a in found]
+    assert scores == sorted(scores, reverse=True)

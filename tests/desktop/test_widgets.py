@@ -39,8 +39,9 @@ def test_epoch_table_rows_columns_and_time(qtbot):
     table = EpochTable()
     qtbot.addWidget(table)
     table.add_epoch_event(EpochEnded(0, 2, "frozen", {
-        "train_loss": 0.5, "valid_loss": 0.25, "error_rate": 0.125, "seconds": 65.2}))
-    table.add_epoch_event(EpochEnded(1, 2, "unfrozen", {
+        "train_loss": 0.5, "valid_loss": 0.25, "error_rate": 0.125, "seconds": 65.2,
+        "batch_size": 32.0, "size": 64.0}))
+    table.add_epoch_event(EpochEnded(1.0, 2, "unfrozen", {
         "train_loss": 0.3, "valid_loss": 0.2, "error_rate": 0.0625, "accuracy": 0.9375,
         "seconds": 4}))
     model = table.table_model
@@ -49,7 +50,7 @@ def test_epoch_table_rows_columns_and_time(qtbot):
                                "accuracy", "time"]
     assert [model.cell_text(0, c) for c in range(model.columnCount())] == [
         "0", "frozen", "0.500000", "0.250000", "0.125000", "", "01:05"]
-    assert model.cell_text(1, 5) == "0.937500"
+    assert model.cell_text(1, 5) == "0.937500" and model.cell_text(1, 0) == "1"
     assert format_seconds(3725) == "1:02:05"
     table.set_history([{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.9, "error_rate": 0.5}])
     assert table.row_count() == 1 and model.columns()[1] == "train_loss"

@@ -150,6 +150,17 @@ def test_target_class_is_selectable(corner_predictor, tmp_path):
         compute_cam(corner_predictor, path, layer="features", target="green")
 
 
+def test_unknown_layer_is_named_and_inference_mode_callers_still_get_a_map(
+    corner_predictor, tmp_path
+):
+    path, _ = _corner_files(tmp_path, 1)[0]
+    with pytest.raises(ConfigError, match="no layer named 'featurez'; did you mean: features"):
+        compute_cam(corner_predictor, path, layer="featurez")
+    with torch.inference_mode():
+        result = compute_cam(corner_predictor, path, layer="features")
+    assert result.heatmap[:4, :4].sum() > result.heatmap[4:, 4:].sum()
+
+
 def test_unknown_method_lists_the_choices(corner_predictor, tmp_path):
     path, _ = _corner_files(tmp_path, 1)[0]
     with pytest.raises(ConfigError, match="gradcam, gradcampp, scorecam, layercam"):

@@ -1,0 +1,137 @@
+"""The Results page's "what the network learned" tab: first-layer filters, and the
+validation images that excite one channel of any convolution most.
+
+The filters are drawn from the data the analysis worker already extracted; the
+top-activating images need one pass over the validation images with a hook on the chosen
+layer (``engine.cam.top_activating``), run in a worker that holds the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages import results_plots as plots
+from desktop.pages.model_use import using_model
+from desktop.widgets.image_grid import GridItem, ImageGrid
+from desktop.widgets.mpl_canvas import MplCanvas
+
+TOP_COUNT = 9
+
+
+def top_activating_images(predictor: Any, paths: Sequence[Path], layer: str, channel: int, *,
+                          on_event: Any = None, cancel: Any = None) -> list[Any]:
+    """Worker body: engine.cam.top_activating while holding the model."""
+    from engine.cam import top_activating
+    from engine.events import ignore_event
+
+    with using_model(predictor, cancel):
+        return top_activating(predictor, list(paths), layer, channel, count=TOP_COUNT,
+                              on_event=on_event or ignore_event, cancel=cancel)
+
+
+class FiltersPanel(QWidget):
+    """Filters picture above; layer/channel picker and its top images below.
+
+    ``topFound(list[ChannelActivation])`` fires when the images are listed.
+    """
+
+    topFound = Signal(list)
+
+    def __init__(self, context: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._context = context
+        self._paths: list[Path] = []
+        self._worker: Any = None
+        self.canvas = MplCanvas(self, width=6, height=4)
+        self.layer_combo = QComboBox(self)
+        self.layer_combo.setMinimumContentsLength(18)
+        self.channel_spin = QSpinBox(self)
+        self.channel_spin.setPrefix("channel ")
+        self.find_button = QPushButton("Show images that excite it most", self)
+        self.find_button.setEnabled(False)
+        self.title = QLabel("Pick a layer and a channel to see what it responds to.", self)
+        self.grid = ImageGrid(self, thumb_size=112)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer)
+        self.find_button.clicked.connect(self.find_top)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Layer:", self))
+        row.addWidget(self.layer_combo, 1)
+        row.addWidget(self.channel_spin)
+        row.addWidget(self.find_button)
+        bottom = QWidget(self)
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addLayout(row)
+        bottom_layout.addWidget(self.title)
+        bottom_layout.addWidget(self.grid, 1)
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.addWidget(self.canvas)
+        splitter.addWidget(bottom)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    def show_data(self, data: plots.ResultsData, paths: Sequence[Path]) -> None:
+        plots.draw_filters(self.canvas, data.filters, data.filters_error)
+        self._paths = list(paths)
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        for name, channels in data.layers:
+            self.layer_combo.addItem(f"{name} ({channels} channels)", (name, channels))
+        self.layer_combo.setCurrentIndex(max(0, self.layer_combo.count() - 1))
+        self.layer_combo.blockSignals(False)
+        self._on_layer()
+        self.grid.set_items([])
+
+    def _on_layer(self, *_args: Any) -> None:
+        data = self.layer_combo.currentData()
+        self.channel_spin.setRange(0, max(0, (data[1] if data else 1) - 1))
+        self.find_button.setEnabled(data is not None and bool(self._paths))
+
+    def find_top(self) -> Any:
+        """List the validation images with the highest mean activation of the channel."""
+        data = self.layer_combo.currentData()
+        predictor = self._context.predictor
+        if data is None or predictor is None or not self._paths:
+            return None
+        if self._worker is not None:
+            self._worker.cancel()
+        layer, channel = data[0], self.channel_spin.value()
+        self.title.setText(f"Looking through {len(self._paths)} images for {layer} "
+                           f"channel {channel}…")
+        worker = self._context.runner.start(
+            top_activating_images, predictor, self._paths, layer, channel, name="top-activating")
+        worker.finished.connect(lambda found: self._on_found(worker, layer, channel, found))
+        worker.errored.connect(lambda exc: self._context.report_error(
+            "Cannot rank the images", exc))
+        self._worker = worker
+        return worker
+
+    def _on_found(self, worker: Any, layer: str, channel: int, found: list[Any]) -> None:
+        if worker is not self._worker:
+            return
+        self._worker = None
+        self.title.setText(f"The {len(found)} validation images that excite {layer} "
+                           f"channel {channel} most")
+        self.grid.set_items([
+            GridItem(path=a.path, caption=f"{a.score:.3g}", data=a.path,
+                     tooltip=f"{a.path}\nmean activation {a.score:.4g}")
+            for a in found
+        ])
+        self.topFound.emit(found)

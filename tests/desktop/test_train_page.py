@@ -1,0 +1,161 @@
+"""Train page wiring: weights import/download (with consent), lr finder, devices, retrain;
+Data page scan cancel. Engine calls that need a network or minutes of CPU are replaced by
+recording fakes; the real training path is covered in test_main_window.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QApplication, QFileDialog
+
+import engine.training
+import engine.weights
+from desktop.context import AppContext
+from desktop.main_window import MainWindow
+from desktop.pages.train_page import probe_devices
+from engine.errors import WeightsError
+from engine.training.lr_find import LRFindResult
+
+
+@pytest.fixture
+def window(qtbot):
+    context = AppContext()
+    win = MainWindow(context)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    assert context.runner.shutdown(60_000)
+    QApplication.processEvents()  # deliver queued results while message boxes are recorded
+
+
+@pytest.fixture
+def train_page(window, qtbot):
+    with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
+        window.context.open_sample()
+    window.tabs.setCurrentWidget(window.train_page)
+    qtbot.waitUntil(lambda: not window.context.runner.active(), timeout=60_000)
+    return window.train_page
+
+
+def test_missing_weights_offer_import_and_download(train_page):
+    settings = train_page.settings
+    assert "not found" in settings.weights_label.text()  # isolated, empty weight caches
+    assert not settings.import_button.isHidden() and not settings.download_button.isHidden()
+
+
+def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot, messages,
+                                                              monkeypatch):
+    calls: list[str] = []
+
+    def fake_download(arch, *, on_event, cancel):
+        calls.append(arch)
+        raise WeightsError(f"could not download {arch}: offline mode is on")
+
+    monkeypatch.setattr(engine.weights, "download_weights", fake_download)
+    messages.answer = messages.answer.No
+    train_page.download_weights("resnet18")
+    qtbot.wait(50)
+    assert calls == [] and messages.kinds() == ["question"]
+    messages.answer = messages.answer.Yes
+    with qtbot.waitSignal(train_page.context.errorRaised, timeout=10_000) as blocker:
+        train_page.download_weights("resnet18")
+    assert calls == ["resnet18"]
+    assert blocker.args[0] == "Download failed" and "offline" in blocker.args[1]
+
+
+def test_import_runs_the_engine_import_in_a_worker_then_refreshes(train_page, qtbot, tmp_path,
+                                                                  monkeypatch):
+    weights = tmp_path / "resnet18.safetensors"
+    weights.write_bytes(b"fake")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *a, **k: (str(weights), "")))
+    imported: list[tuple[Path, str]] = []
+
+    def fake_import(path, arch):
+        imported.append((path, arch))
+        return tmp_path / "store" / "model.safetensors"
+
+    monkeypatch.setattr(engine.weights, "import_weights", fake_import)
+    monkeypatch.setattr(engine.weights, "weights_status", lambda arch: "found: test store")
+    train_page.settings.arch.setCurrentIndex(train_page.settings.arch.findData("resnet18"))
+    train_page.import_weights("resnet18")
+    qtbot.waitUntil(lambda: "found: test store" in train_page.settings.weights_label.text(),
+                    timeout=10_000)
+    assert imported == [(weights, "resnet18")]
+    assert train_page.settings.import_button.isHidden()
+
+
+def test_lr_finder_plot_and_click_choose_the_learning_rate(train_page, qtbot, monkeypatch):
+    seen = {}
+
+    def fake_lr_find(prepared, config, *, on_event, cancel):
+        seen["config"] = config
+        lrs = [10 ** (-7 + i * 0.08) for i in range(100)]
+        return LRFindResult(tuple(lrs), tuple(1.0 - i / 200 for i in range(100)), 3e-3, 1e-2)
+
+    monkeypatch.setattr(engine.training, "lr_find", fake_lr_find)
+    train_page.settings.size.setValue(48)
+    with qtbot.waitSignal(train_page.context.runner.idle, timeout=10_000):
+        train_page.find_lr()
+    assert seen["config"].size == 48
+    assert train_page.lr_plot.suggestion == 3e-3
+    assert float(train_page.settings.lr.text()) == pytest.approx(3e-3)
+    with qtbot.waitSignal(train_page.lr_plot.lrChosen):
+        train_page.lr_plot.choose(2e-2)
+    assert float(train_page.settings.lr.text()) == pytest.approx(2e-2)
+    assert train_page.settings.config().lr == pytest.approx(2e-2)
+    assert train_page.settings.find_lr_button.isEnabled()
+
+
+def test_invalid_settings_are_reported_by_the_engine_message(train_page, qtbot):
+    train_page.settings.lr.setText("12")
+    with qtbot.waitSignal(train_page.context.errorRaised, timeout=5_000) as blocker:
+        assert train_page.start_training() is None
+    assert blocker.args[0] == "Invalid training settings"
+    assert "lr 12" in blocker.args[1]
+    assert not train_page.context.training_running
+
+
+def test_saved_training_settings_are_restored_for_the_project(window, qtbot):
+    context = window.context
+    with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
+        context.open_sample()
+    context.project.training = {"arch": "efficientnet_b0", "epochs": 7, "size": 96,
+                                "pretrained": "none", "lr": 0.02}
+    context.save_project()
+    window.tabs.setCurrentWidget(window.train_page)
+    with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
+        context.open_sample()
+    settings = window.train_page.settings
+    assert settings.arch_name() == "efficientnet_b0"
+    assert settings.epochs.value() == 7 and settings.size.value() == 96
+    assert settings.config().pretrained == "none"
+    assert not settings.freeze_epochs.isEnabled()  # no frozen phase from random init
+
+
+def test_device_probe_lists_the_cpu():
+    devices = dict(probe_devices())
+    assert "auto" in devices and devices["cpu"].startswith("CPU (")
+
+
+def test_results_retrain_starts_training(window, monkeypatch):
+    started = []
+    monkeypatch.setattr(window.train_page, "start_training", lambda: started.append(True))
+    window.results_page.retrainRequested.emit()
+    assert started == [True]
+    assert window.tabs.currentWidget() is window.train_page
+
+
+def test_scan_can_be_cancelled_from_the_data_page(window, qtbot):
+    page = window.data_page
+    statuses: list[str] = []
+    window.context.statusMessage.connect(statuses.append)
+    window.context.open_sample()
+    assert page.cancel_button.isVisible()
+    with qtbot.waitSignal(window.context.runner.idle, timeout=30_000):
+        page.cancel_button.click()
+    assert "Scan cancelled" in statuses
+    assert not page.cancel_button.isVisible()
+    assert window.context.prepared is None
