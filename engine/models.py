@@ -74,7 +74,6 @@ _CAM_LAYERS = {
     "resnet": "layer4",
     "convnext": "stages.3",
     "efficientnet": "bn2",  # conv_head + BN + activation: the last spatial features
-    "mobilenetv3": "blocks.6",  # conv_head runs after pooling, so it is not spatial
     "regnet": "s4",
 }
 
@@ -328,6 +327,10 @@ def cam_target_layer(model: nn.Module, arch: str | None = None) -> str:
     modules = dict(model.named_modules())
     if family == "vit" and hasattr(model, "blocks"):
         name = f"blocks.{len(model.blocks) - 1}.norm1"
+    elif family == "mobilenetv3" and hasattr(model, "blocks"):
+        # The last block stage; conv_head runs after pooling, so it is not spatial.
+        # Counted, not fixed: the small variants have one stage fewer than large.
+        name = f"blocks.{len(model.blocks) - 1}"
     elif family in _CAM_LAYERS:
         name = _CAM_LAYERS[family]
     elif getattr(model, "feature_info", None):

@@ -1,97 +1,73 @@
 """The Train page's plots: live loss/metric curves and the learning-rate finder.
 
-Both draw with ``draw_idle`` (coalesced by Qt), and the curves redraw only once per
-epoch plus a few times a second for the batch loss, so plotting never competes with
-training for the GUI thread.
+The live curves are painted with QPainter (cheap enough to follow every progress event
+while training holds the CPU); the learning-rate finder is drawn once, with matplotlib,
+when its sweep is done.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from desktop.pages.live_chart import LiveChart, Series
 from desktop.widgets.mpl_canvas import MplCanvas
 
 # Per-epoch metrics drawn on the right-hand plot, first present wins.
 METRIC_KEYS = ("error_rate", "accuracy", "f1", "accuracy_multi")
-# Redrawing both plots costs a few ms of GUI time; the batch loss is redrawn at most this
-# often (epochs always redraw).
-BATCH_REDRAW_SECONDS = 0.5
 
 
-class TrainingCurves(MplCanvas):
-    """Left: train/valid loss per epoch (and the running batch loss); right: the metric."""
+class TrainingCurves(QWidget):
+    """Left: train/valid loss per epoch (and the running batch loss); right: the metric.
+
+    Painted with QPainter (desktop/pages/live_chart.py), so updating it while training
+    runs costs about a millisecond of GUI time instead of a matplotlib redraw.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, width=7.0, height=3.0)
-        self.epochs: list[float] = []
-        self.train_loss: list[float] = []
-        self.valid_loss: list[float] = []
-        self.metric_values: list[float] = []
+        super().__init__(parent)
+        self.loss_chart = LiveChart("loss")
+        self.metric_chart = LiveChart("error rate")
+        self._batches = self.loss_chart.add_series(
+            Series("train (batches)", "#9ecae1", markers=False, width=1.2))
+        self._train = self.loss_chart.add_series(Series("train", "#4c78a8"))
+        self._valid = self.loss_chart.add_series(Series("valid", "#f58518"))
+        self._metric = self.metric_chart.add_series(Series("", "#54a24b"))
         self.metric_name = "error_rate"
-        self.batch_x: list[float] = []
-        self.batch_loss: list[float] = []
-        self._last_batch_draw = 0.0
-        self.reset()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.loss_chart)
+        layout.addWidget(self.metric_chart)
+
+    @property
+    def epochs(self) -> list[float]:
+        return list(self._train.xs)
+
+    @property
+    def batch_points(self) -> int:
+        return len(self._batches.xs)
 
     def reset(self) -> None:
-        self.epochs.clear()
-        self.train_loss.clear()
-        self.valid_loss.clear()
-        self.metric_values.clear()
-        self.batch_x.clear()
-        self.batch_loss.clear()
-        self._draw()
+        self.loss_chart.clear()
+        self.metric_chart.clear()
 
     def add_batch(self, position: float, loss: float) -> None:
         """Running training loss at ``position`` epochs (e.g. 1.5 = half of epoch 2)."""
-        if math.isfinite(loss):
-            self.batch_x.append(position)
-            self.batch_loss.append(loss)
-            now = time.monotonic()
-            if now - self._last_batch_draw >= BATCH_REDRAW_SECONDS:
-                self._last_batch_draw = now
-                self._draw()
+        self._batches.add(position, loss)
+        self.loss_chart.update()
 
     def add_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        self.epochs.append(float(epoch))
-        self.train_loss.append(float(metrics.get("train_loss", math.nan)))
-        self.valid_loss.append(float(metrics.get("valid_loss", math.nan)))
+        self._train.add(float(epoch), float(metrics.get("train_loss", math.nan)))
+        self._valid.add(float(epoch), float(metrics.get("valid_loss", math.nan)))
         name = next((k for k in METRIC_KEYS if k in metrics), self.metric_name)
         self.metric_name = name
-        self.metric_values.append(float(metrics.get(name, math.nan)))
-        self._draw()
-
-    def _draw(self) -> None:
-        self.clear()
-        loss_ax = self.figure.add_subplot(1, 2, 1)
-        metric_ax = self.figure.add_subplot(1, 2, 2)
-        for ax in (loss_ax, metric_ax):
-            self.style_axes(ax)
-            ax.set_xlabel("epoch")
-            ax.grid(True, alpha=0.25)
-        loss_ax.set_title("loss")
-        metric_ax.set_title(self.metric_name.replace("_", " "))
-        if self.batch_x:
-            loss_ax.plot(self.batch_x, self.batch_loss, color="#9ecae1", linewidth=1,
-                         label="train (batches)")
-        if self.epochs:
-            loss_ax.plot(self.epochs, self.train_loss, "o-", color="#4c78a8", label="train")
-            loss_ax.plot(self.epochs, self.valid_loss, "o-", color="#f58518", label="valid")
-            metric_ax.plot(self.epochs, self.metric_values, "o-", color="#54a24b")
-        if self.epochs or self.batch_x:
-            legend = loss_ax.legend(fontsize="small")
-            for text in legend.get_texts():
-                text.set_color(self.foreground())
-        else:
-            for ax in (loss_ax, metric_ax):
-                ax.text(0.5, 0.5, "appears when training starts", ha="center", va="center",
-                        color=self.foreground(), alpha=0.6, transform=ax.transAxes)
-        self.redraw()
+        self.metric_chart.title = name.replace("_", " ")
+        self._metric.add(float(epoch), float(metrics.get(name, math.nan)))
+        self.loss_chart.update()
+        self.metric_chart.update()
 
 
 class LrFinderPlot(MplCanvas):

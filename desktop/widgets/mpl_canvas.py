@@ -6,6 +6,8 @@ Qt coalesce repaints, so a training page updating per batch never blocks the UI.
 
 from __future__ import annotations
 
+import warnings
+
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtGui import QPalette
@@ -68,6 +70,13 @@ class MplCanvas(FigureCanvasQTAgg):
     def redraw(self) -> None:
         """Schedule a repaint (coalesced by Qt; cheap to call often)."""
         self.draw_idle()
+
+    def draw(self) -> None:
+        """Render; a canvas in a hidden tab can be too small for its layout, which
+        matplotlib warns about on every draw; it lays out properly once shown."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="constrained_layout not applied")
+            super().draw()
 
     def _colours(self) -> tuple[str, str]:
         palette = self.palette()

@@ -160,7 +160,8 @@ def main() -> int:
         work = Path(tmp)
         single = bench_single(work, args.repeats)
         folder = bench_folder(work, args.images)
-    print(f"\nCPU: {os.cpu_count()} cores, torch {torch.__version__}, "
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    print(f"\nCPU: {os.cpu_count()} cores (load average {load}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.repeats} runs after warm-up\n")
     print("| 12-MP JPEG, resnet18 @ 224 px | p50 ms | p95 ms | ratio |")
     print("|---|---:|---:|---|")

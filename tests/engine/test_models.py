@@ -148,7 +148,8 @@ def test_layer_groups_needs_two():
 @pytest.mark.parametrize(
     ("name", "layer"),
     [("resnet50", "layer4"), ("convnext_tiny", "stages.3"), ("efficientnet_b2", "bn2"),
-     ("mobilenetv3_large_100", "blocks.6"), ("regnety_016", "s4"),
+     ("mobilenetv3_large_100", "blocks.6"), ("mobilenetv3_small_100", "blocks.5"),
+     ("regnety_016", "s4"),
      ("vit_small_patch16_224", "blocks.11.norm1"), ("resnet10t", "layer4")],
 )
 def test_cam_target_layer_per_family(name, layer):
