@@ -11,11 +11,9 @@ arrays; it never calls the model. A dropped folder is predicted in batches by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
@@ -31,85 +29,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.model_use import using_model
 from desktop.pages.predict_folder import FolderPanel
-from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, CamViewer, blend, display_layers
+from desktop.pages.predict_work import (
+    HISTORY_LIMIT,
+    IMAGE_FILTER,
+    METHOD_LABELS,
+    CamView,
+    predict_with_cam,
+    qimage_to_pil,
+)
+from desktop.widgets.cam_viewer import CamViewer, blend
 from desktop.widgets.drop_zone import mime_is_usable, plan_for
 from desktop.widgets.image_grid import GridItem, ImageGrid
 from desktop.widgets.topk_bars import TopKBars
-
-METHOD_LABELS: tuple[tuple[str, str], ...] = (
-    ("gradcam", "Grad-CAM"),
-    ("gradcampp", "Grad-CAM++"),
-    ("layercam", "Layer-CAM"),
-    ("scorecam", "Score-CAM (slow)"),
-)
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
-HISTORY_LIMIT = 48
-
-
-@dataclass(frozen=True)
-class CamView:
-    """A prediction with its map, ready to show: display-sized image and coloured layer."""
-
-    result: Any  # engine.cam.CamResult
-    base: np.ndarray
-    heat: np.ndarray
-    source: Path | None
-    image: Any = None  # the PIL image for pasted pictures (no file to reload)
-
-    @property
-    def prediction(self) -> Any:
-        return self.result.prediction
-
-    @property
-    def name(self) -> str:
-        return self.source.name if self.source is not None else "pasted image"
-
-
-def predict_with_cam(
-    predictor: Any,
-    source: Path | Any,
-    *,
-    method: str,
-    target: str | None,
-    topk: int,
-    on_event: Any = None,
-    cancel: Any = None,
-) -> CamView:
-    """Worker body: prediction + map in one forward pass, then the two display layers."""
-    from PIL import Image
-
-    from engine import cam
-    from engine.imageio import load_rgb
-
-    with using_model(predictor, cancel):
-        result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    if isinstance(source, str | Path):
-        original = load_rgb(Path(source), min_short_side=DISPLAY_MAX_SIDE)
-        picture = None
-    else:
-        original = picture = source.convert("RGB")
-    base, _ = display_layers(original, None)
-    # The map coloured at full strength on the display-sized image: blending this layer
-    # with the plain one at opacity a equals engine.cam's overlay at opacity a.
-    coloured = cam.render_overlay(result, Image.fromarray(base), opacity=1.0)
-    heat = np.asarray(coloured, dtype=np.uint8)
-    path = Path(source) if isinstance(source, str | Path) else None
-    return CamView(result, base, heat, path, picture)
-
-
-def qimage_to_pil(image: QImage) -> Any:
-    """A pasted/dropped QImage as an RGB PIL image (copies the pixels)."""
-    from PIL import Image
-
-    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
-    width, height, stride = rgb.width(), rgb.height(), rgb.bytesPerLine()
-    buffer = np.frombuffer(rgb.constBits(), dtype=np.uint8, count=stride * height)
-    rows = buffer.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
-    return Image.fromarray(rows.copy())
 
 
 class PredictPage(QWidget):
@@ -121,6 +53,7 @@ class PredictPage(QWidget):
     """
 
     predictionShown = Signal(object)
+    overlaySaved = Signal(Path)
 
     def __init__(self, context: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -140,6 +73,9 @@ class PredictPage(QWidget):
         self.open_button = QPushButton("Open images…", self)
         self.folder_button = QPushButton("Predict folder…", self)
         self.paste_button = QPushButton("Paste", self)
+        self.save_button = QPushButton("Save map…", self)
+        self.save_button.setToolTip("Save the image with its activation map, full size")
+        self.save_button.setEnabled(False)
         self.topk_spin = QSpinBox(self)
         self.topk_spin.setRange(1, 20)
         self.topk_spin.setValue(5)
@@ -154,7 +90,8 @@ class PredictPage(QWidget):
             "Answer “unknown” when the best class is less likely than this")
         self.model_label = QLabel(self)
         bar = QHBoxLayout()
-        for widget in (self.open_button, self.folder_button, self.paste_button):
+        for widget in (self.open_button, self.folder_button, self.paste_button,
+                       self.save_button):
             bar.addWidget(widget)
         bar.addSpacing(12)
         bar.addWidget(self.topk_spin)
@@ -199,6 +136,7 @@ class PredictPage(QWidget):
         self.open_button.clicked.connect(self._ask_images)
         self.folder_button.clicked.connect(self._ask_folder)
         self.paste_button.clicked.connect(self.paste_from_clipboard)
+        self.save_button.clicked.connect(self._ask_save)
         self.viewer.methodChanged.connect(lambda _m: self._recompute_current())
         self.viewer.targetChanged.connect(lambda _t: self._recompute_current())
         self.unknown_check.toggled.connect(self._on_unknown_changed)
@@ -384,6 +322,7 @@ class PredictPage(QWidget):
                    f"({method}, layer {result.layer})")
         self.viewer.set_layers(view.base, view.heat, caption)
         self.path_label.setText(str(view.source) if view.source else "pasted image")
+        self.save_button.setEnabled(True)
         self._show_bars()
         self.predictionShown.emit(view)
 
@@ -416,6 +355,35 @@ class PredictPage(QWidget):
         files, _ = QFileDialog.getOpenFileNames(self, "Predict images", "", IMAGE_FILTER)
         if files:
             self.predict_paths([Path(f) for f in files])
+
+    def save_overlay(self, target: Path) -> Any:
+        """Write the shown image with its map at full size and the slider's opacity
+        (``engine.cam.save_overlay``, atomic) in a worker; ``overlaySaved(Path)`` after."""
+        from engine.cam import save_overlay
+
+        view = self._current
+        if view is None:
+            return None
+        worker = self._context.runner.start(
+            save_overlay, view.result, Path(target), view.image, opacity=self.viewer.opacity(),
+            events=False, name="save-overlay")
+        worker.finished.connect(self._on_overlay_saved)
+        worker.errored.connect(lambda exc: self._context.report_error("Cannot save the map", exc))
+        return worker
+
+    def _on_overlay_saved(self, path: Path) -> None:
+        self._context.statusMessage.emit(f"Saved {path}")
+        self.overlaySaved.emit(Path(path))
+
+    def _ask_save(self) -> None:
+        if self._current is None:
+            return
+        stem = self._current.source.stem if self._current.source else "pasted"
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Save image with activation map", f"{stem}-map.png",
+            "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)")
+        if name:
+            self.save_overlay(Path(name))
 
     def _ask_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Predict every image in a folder")

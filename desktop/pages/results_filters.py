@@ -83,6 +83,7 @@ class FiltersPanel(QWidget):
         splitter.addWidget(bottom)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
+        self._auto_pending = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -98,6 +99,20 @@ class FiltersPanel(QWidget):
         self.layer_combo.blockSignals(False)
         self._on_layer()
         self.grid.set_items([])
+        self._auto_pending = bool(self._paths) and self.layer_combo.count() > 0
+        if self.isVisible():
+            self._auto_find()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self._auto_find()
+
+    def _auto_find(self) -> None:
+        """The first time the tab is seen after an analysis, show the last layer's first
+        channel, so the panel opens with an example instead of an empty grid."""
+        if self._auto_pending:
+            self._auto_pending = False
+            self.find_top()
 
     def _on_layer(self, *_args: Any) -> None:
         data = self.layer_combo.currentData()

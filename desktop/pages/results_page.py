@@ -62,6 +62,7 @@ class ResultsPage(QWidget):
         self._build()
         context.modelChanged.connect(self._maybe_analyse)
         context.dataPrepared.connect(self._maybe_analyse)
+        context.trainingStateChanged.connect(lambda _running: self._update_actions())
         self._update_actions()
 
     # -- layout -----------------------------------------------------------------------------
@@ -372,7 +373,7 @@ class ResultsPage(QWidget):
             button.setEnabled(has_selection and self._context.project is not None)
         self.analyse_button.setEnabled(self._key() is not None)
         self.retrain_button.setEnabled(self._context.prepared is not None
-                                       and not getattr(self._context, "training_running", False))
+                                       and not self._context.training_running)
         self.changes_label.setText(
             f"{self._changes} correction(s) since the last training" if self._changes else "")
 

@@ -19,11 +19,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from desktop.widgets.mpl_canvas import MplCanvas
 
 
 def read_test_looks(bundle_path: Path, *, on_event: Any = None, cancel: Any = None) -> int:
@@ -55,22 +58,51 @@ PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
 
+def _draw_prf(canvas: MplCanvas, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Grouped bars: precision, recall and F1 per class (at most 30 classes drawn)."""
+    ax = canvas.axes()
+    shown = list(rows)[:30]
+    names = [str(row.get("class", "")) for row in shown]
+    width = 0.27
+    for offset, key in enumerate(("precision", "recall", "f1")):
+        values = [float(row.get(key, 0.0)) for row in shown]
+        ax.bar([i + (offset - 1) * width for i in range(len(shown))], values, width, label=key)
+    ax.set_xticks(range(len(shown)), labels=names, rotation=45 if len(shown) > 6 else 0,
+                  ha="right" if len(shown) > 6 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="x-small", ncols=3, loc="lower right")
+    canvas.redraw()
+
+
 class PerClassTable(QWidget):
     """Create ML's per-class precision/recall/F1 table, plus the overall metrics."""
 
-    def __init__(self, parent: QWidget | None = None, empty_text: str = "No analysis yet.") -> None:
+    def __init__(self, parent: QWidget | None = None, empty_text: str = "No analysis yet.",
+                 *, chart: bool = True) -> None:
         super().__init__(parent)
         self.summary = QLabel(empty_text, self)
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, len(PRF_COLUMNS), self)
         self.table.setHorizontalHeaderLabels(list(PRF_COLUMNS))
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSortingEnabled(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # the model's class order
+        self.table.setSortingEnabled(True)
+        self.chart = MplCanvas(self, width=6, height=2.5) if chart else None
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
-        layout.addWidget(self.table, 1)
+        if self.chart is None:
+            layout.addWidget(self.table, 1)
+        else:
+            splitter = QSplitter(Qt.Orientation.Vertical, self)
+            splitter.addWidget(self.table)
+            splitter.addWidget(self.chart)
+            splitter.setStretchFactor(0, 1)
+            splitter.setStretchFactor(1, 2)
+            layout.addWidget(splitter, 1)
 
     def show_report(self, rows: Sequence[Mapping[str, Any]],
                     metrics: Mapping[str, float] | None = None) -> None:
@@ -92,6 +124,8 @@ class PerClassTable(QWidget):
         self.table.setSortingEnabled(True)
         if metrics:
             self.summary.setText(" · ".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())))
+        if self.chart is not None:
+            _draw_prf(self.chart, rows)
 
     def cell_text(self, row: int, column: int) -> str:
         item = self.table.item(row, column)
@@ -118,12 +152,14 @@ class TestSetPanel(QWidget):
         self.result_label = QLabel("", self)
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.report = PerClassTable(self, "Not evaluated yet.")
+        self.report = PerClassTable(self, "Not evaluated yet.", chart=False)
+        self.report.setVisible(False)
         layout = QVBoxLayout(self)
         layout.addWidget(self.warning)
         layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.result_label)
         layout.addWidget(self.report, 1)
+        layout.addStretch(0)
         context.modelChanged.connect(self.refresh)
         context.dataPrepared.connect(self.refresh)
         self.refresh()
@@ -206,6 +242,7 @@ class TestSetPanel(QWidget):
             f"Test set, {result.n_images} images: {shown}"
             + "".join(f"<br><b>Warning:</b> {w}" for w in result.warnings))
         self.report.show_report(result.per_class, result.metrics)
+        self.report.setVisible(True)
         if result.test_looks is not None:
             self._looks = result.test_looks
         self._show_looks()

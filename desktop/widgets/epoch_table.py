@@ -151,7 +151,7 @@ class EpochTable(QTableView):
 
     def add_epoch_event(self, event: Any) -> None:
         """Append an ``EpochEnded`` event (epoch, phase, metrics)."""
-        self.add_epoch(event.epoch, event.metrics, getattr(event, "phase", "") or "")
+        self.add_epoch(event.epoch, event.metrics, event.phase or "")
 
     def set_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Replace the table with saved rows, each a dict with "epoch" and metric keys."""

@@ -10,8 +10,9 @@ import warnings
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from PySide6.QtCore import QEvent
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
 
 class MplCanvas(FigureCanvasQTAgg):
@@ -78,13 +79,28 @@ class MplCanvas(FigureCanvasQTAgg):
             warnings.filterwarnings("ignore", message="constrained_layout not applied")
             super().draw()
 
+    def changeEvent(self, event: QEvent) -> None:
+        """Follow a light/dark switch while the window is open: recolour and redraw."""
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_palette()
+            for ax in self.figure.axes:
+                self.style_axes(ax)
+            self.redraw()
+        super().changeEvent(event)
+
+    def _theme(self) -> QPalette:
+        """The palette to follow: the parent's, else the application's. (Matplotlib gives
+        the canvas itself a fixed white palette, so ``self.palette()`` would not do.)"""
+        parent = self.parentWidget()
+        return parent.palette() if parent is not None else QApplication.palette()
+
     def _colours(self) -> tuple[str, str]:
-        palette = self.palette()
+        palette = self._theme()
         fg = palette.color(QPalette.ColorRole.WindowText).name()
         bg = palette.color(QPalette.ColorRole.Base).name()
         return fg, bg
 
     def _apply_palette(self) -> None:
-        window = self.palette().color(QPalette.ColorRole.Window).name()
+        window = self._theme().color(QPalette.ColorRole.Window).name()
         self.figure.set_facecolor(window)
         self.figure.set_edgecolor(window)

@@ -101,7 +101,7 @@ def lr_find(
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ≤ ``num_it`` batches."""
     events = ThrottledCallback(on_event)
     with torch_threads(config.threads):
-        ctx, loader = _setup(prepared, config, events, cancel)
+        ctx, loader = _setup(prepared, config, start_lr, events, cancel)
         events(Started("lr-find", total=num_it, info={"arch": config.arch}))
         lrs, losses = _sweep(ctx, loader, config.size, start_lr, end_lr, num_it, events)
     if not lrs:
@@ -112,10 +112,13 @@ def lr_find(
     return result
 
 
-def _setup(prepared: Any, config: TrainConfig, events: EventCallback, cancel) -> tuple:
+def _setup(
+    prepared: Any, config: TrainConfig, start_lr: float, events: EventCallback, cancel
+) -> tuple:
     from engine.cache import ImageCache, presize_for
     from engine.models import create_model, layer_groups, model_data_config, norm_parameters
     from engine.stats import compute_mean_std
+    from engine.training.builders import new_optimizer
     from engine.training.trainer import seed_everything
 
     seed_everything(config.seed)
@@ -128,9 +131,7 @@ def _setup(prepared: Any, config: TrainConfig, events: EventCallback, cancel) ->
         for group in layer_groups(model)[:-1]:
             for p in group:
                 p.requires_grad_(id(p) in keep)
-    optimizer = torch.optim.AdamW(
-        [{"params": g} for g in layer_groups(model)], lr=1e-7, weight_decay=config.wd
-    )
+    optimizer, _groups = new_optimizer(model, start_lr, config.wd, device)
     cache = ImageCache(presize_for(config.size), max_pixels=prepared.spec.max_pixels)
     cache.warm([li.item for li in plan.train], on_event=events, cancel=cancel)
     if state is None:

@@ -9,7 +9,6 @@ does. Out-of-memory retries, checkpoints and per-epoch warnings live here.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,18 +23,14 @@ from engine.training import runs
 from engine.training.augment import Augment
 from engine.training.batches import BatchLoader
 from engine.training.config import TrainConfig
-from engine.training.device import DeviceInfo, resolve_device
+from engine.training.device import DeviceInfo
 from engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
 from engine.training.metrics import epoch_metrics
 from engine.training.schedule import Cycle, one_cycle
 from engine.training.setup import (
-    auto_batch_size,
     build_targets,
-    data_spec_json,
     imbalance_warning,
-    load_pretrained,
     random_init_message,
-    rebuild_prepared,
 )
 
 CHECKPOINT_FORMAT = 1
@@ -325,102 +320,3 @@ def _overfitting(history: list[dict[str, Any]]) -> bool:
     v = [row["valid_loss"] for row in history[-3:]]
     t = [row["train_loss"] for row in history[-3:]]
     return v[0] < v[1] < v[2] and t[0] > t[1] > t[2]
-
-
-# -- building sessions ------------------------------------------------------------------
-
-
-def _new_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[Any, int]:
-    from engine.models import layer_groups
-
-    groups = layer_groups(model)
-    optimizer = torch.optim.AdamW(
-        [{"params": g} for g in groups], lr=config.max_lr, weight_decay=config.wd
-    )
-    return optimizer, len(groups)
-
-
-def _prepare_model(model: torch.nn.Module, device: DeviceInfo) -> torch.nn.Module:
-    model = model.to(device.device)
-    if device.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def build_session(
-    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
-) -> Session:
-    """A new run: resolve device and weights, build the model, create the run folder."""
-    from engine.models import create_model, resolve_arch
-
-    resolve_arch(config.arch)
-    device = resolve_device(config.device)
-    state, description, tag = load_pretrained(config)
-    torch.manual_seed(config.seed)
-    model = create_model(config.arch, len(prepared.plan.classes), pretrained_state=state)
-    model = _prepare_model(model, device)
-    optimizer, n_groups = _new_optimizer(model, config)
-    batch_size = config.batch_size or auto_batch_size(device, config.size)
-    run_dir = runs.new_run_dir(config.arch)
-    runs.write_json(run_dir, "config.json", config.to_json())
-    runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
-    runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
-    runs.update_record(run_dir, status="running", test_looks=0)
-    return Session(
-        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
-        device=device, model=model, optimizer=optimizer, random_init=state is None,
-        pretrained=description, weights_tag=tag, batch_size=batch_size, n_groups=n_groups,
-    )
-
-
-def restore_session(
-    run_dir: Path, prepared: Any | None, events: EventCallback, cancel: CancelToken | None
-) -> Session:
-    """A session at the end of the run's last finished epoch (see trainer.resume)."""
-    from engine.models import create_model
-
-    config = TrainConfig.from_json(_resumable_config(runs.read_json(run_dir, "config.json")))
-    if prepared is None:
-        prepared = rebuild_prepared(runs.read_json(run_dir, "data.json"), events, cancel)
-    _check_same_split(run_dir, prepared)
-    model_state, optimizer_state, scalars = runs.load_checkpoint(run_dir)
-    device = resolve_device(config.device)
-    model = create_model(config.arch, len(prepared.plan.classes))
-    model.load_state_dict(model_state)
-    model = _prepare_model(model, device)
-    optimizer, n_groups = _new_optimizer(model, config)
-    optimizer.load_state_dict(optimizer_state)
-    history = list(scalars["history"])
-    runs.rewrite_metrics(run_dir, history)
-    runs.update_record(run_dir, status="running", resumed_at_epoch=len(history))
-    return Session(
-        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
-        device=device, model=model, optimizer=optimizer,
-        random_init=bool(scalars["random_init"]), pretrained=scalars["pretrained"],
-        weights_tag=scalars.get("weights_tag"), batch_size=int(scalars["batch_size"]),
-        mean=tuple(scalars["mean"]), std=tuple(scalars["std"]), history=history,
-        n_groups=n_groups,
-    )
-
-
-def _resumable_config(data: dict[str, Any]) -> dict[str, Any]:
-    """A pretrained FILE need not exist any more: resuming loads the checkpoint instead."""
-    pretrained = data.get("pretrained")
-    if isinstance(pretrained, str) and pretrained not in ("auto", "none"):
-        if not Path(pretrained).is_file():
-            data = dict(data, pretrained="auto")
-    return data
-
-
-def _check_same_split(run_dir: Path, prepared: Any) -> None:
-    saved = runs.read_json(run_dir, "manifest.json")
-    now = json.loads(json.dumps(prepared.plan.manifest()))
-    if saved != now:
-        changed = sum(
-            len(set(saved.get(k, [])) ^ set(now.get(k, []))) for k in ("train", "valid", "test")
-        )
-        raise TrainingError(
-            f"cannot resume run {run_dir.name}: the data or split changed since it started "
-            f"({changed} file(s) moved between sets, or labels changed); resume needs "
-            "the same folder, label rule and split"
-        )

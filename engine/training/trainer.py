@@ -31,10 +31,11 @@ from engine.events import (
     ignore_event,
 )
 from engine.training import runs
+from engine.training.builders import build_session, restore_session
 from engine.training.config import TrainConfig
 from engine.training.device import torch_threads
 from engine.training.schedule import Cycle, discriminative_lrs
-from engine.training.session import Session, build_session, restore_session
+from engine.training.session import Session
 
 LR_ADVICE = "lower the learning rate (e.g. --lr {lr:g})"
 

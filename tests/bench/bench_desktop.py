@@ -99,8 +99,9 @@ def headless_epochs(epochs: int, size: int) -> list[float]:
     return seconds
 
 
-def gui_epochs(epochs: int, size: int) -> tuple[list[float], list[float]]:
-    """Epoch seconds and GUI-timer lateness (ms) while training runs from the Train page."""
+def gui_epochs(epochs: int, size: int) -> tuple[list[float], list[float], list[str]]:
+    """Epoch seconds, GUI-timer lateness (ms) while training runs from the Train page, and
+    a note for each of the three worst stalls saying which engine event came just before."""
     from PySide6.QtCore import QTimer
 
     from desktop.app import create_application
@@ -123,11 +124,14 @@ def gui_epochs(epochs: int, size: int) -> tuple[list[float], list[float]]:
         time.sleep(0.01)
     seconds: list[float] = []
     lateness: list[float] = []
+    tick_times: list[float] = []
+    timeline: list[tuple[float, str]] = []
     last = [time.perf_counter()]
 
     def tick() -> None:
         now = time.perf_counter()
         lateness.append(max(0.0, (now - last[0] - 0.010) * 1000))
+        tick_times.append(now)
         last[0] = now
 
     timer = QTimer()
@@ -148,6 +152,9 @@ def gui_epochs(epochs: int, size: int) -> tuple[list[float], list[float]]:
             timer.start()
 
     worker.event.connect(on_event)
+    worker.event.connect(lambda e: timeline.append(
+        (time.perf_counter(), f"{type(e).__name__}({getattr(e, 'task', '')} "
+                              f"{getattr(e, 'done', getattr(e, 'epoch', ''))})")))
     while worker.outcome in ("pending", "running"):
         app.processEvents()
         time.sleep(0.001)
@@ -157,7 +164,12 @@ def gui_epochs(epochs: int, size: int) -> tuple[list[float], list[float]]:
         raise SystemExit(f"training in the GUI ended: {worker.outcome} {worker.error}")
     window.close()
     context.runner.shutdown()
-    return seconds, lateness
+    notes = []
+    for index in sorted(range(len(lateness)), key=lateness.__getitem__)[-3:]:
+        at = tick_times[index]
+        before = [name for t, name in timeline if t <= at]
+        notes.append(f"{lateness[index]:.0f} ms after {before[-1] if before else 'start'}")
+    return seconds, lateness, notes
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -179,7 +191,7 @@ def main() -> int:
             print(f"  {inside:.2f} / {wall:.2f}  torch={'yes' if torch_loaded else 'no'}")
         print(f"  median first paint: {statistics.median(p[0] for p in paints):.2f} s")
         plain = headless_epochs(args.epochs, args.size)
-        gui, late = gui_epochs(args.epochs, args.size)
+        gui, late, notes = gui_epochs(args.epochs, args.size)
     plain_steady = statistics.mean(plain[1:]) if len(plain) > 1 else plain[0]
     gui_steady = statistics.mean(gui[1:]) if len(gui) > 1 else gui[0]
     ratio = plain_steady / gui_steady
@@ -190,6 +202,7 @@ def main() -> int:
     print(f"GUI timer lateness over {len(late)} ticks: p50 {percentile(late, 0.5):.1f} ms, "
           f"p99 {percentile(late, 0.99):.1f} ms (target <= 16), max {max(late):.1f} ms "
           "(target <= 50)")
+    print("  worst stalls: " + "; ".join(notes))
     return 0
 
 

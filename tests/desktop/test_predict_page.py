@@ -139,9 +139,12 @@ def test_model_calls_from_pages_take_turns(qtbot, page, tmp_path):
     from desktop.pages.model_use import using_model
 
     image = make_image(tmp_path / "turns.png", (120, 120, 0), seed=6)
+    runner = page._context.runner
     with using_model(page._context.predictor):  # e.g. an analysis holding the model
         page.predict_paths([image])
-        qtbot.wait(400)
+        qtbot.waitUntil(lambda: any(w.name == "predict" and w.outcome == "running"
+                                    for w in runner.active()))
+        qtbot.wait(50)  # let a (wrongly) finished worker deliver its result, if any
         assert page.current_view() is None  # the prediction waits for the model
     with qtbot.waitSignal(page.predictionShown, timeout=30_000):
         pass
@@ -176,3 +179,19 @@ def test_cancelling_a_folder_run_writes_nothing(qtbot, page, dataset_root):  # n
     assert not panel.is_running() and panel.result() is None
     assert "Cancelled" in panel.title.text() and not panel.save_button.isEnabled()
     assert not list((paths.cache_dir() / "predictions").glob("*.csv"))
+
+
+def test_save_map_writes_the_full_size_overlay(qtbot, page, tmp_path):
+    from PIL import Image
+
+    image = make_image(tmp_path / "big.png", (200, 30, 30), seed=0, size=120)
+    with qtbot.waitSignal(page.predictionShown, timeout=30_000):
+        page.predict_paths([image])
+    before = image.read_bytes()
+    page.viewer.opacity_slider.setValue(80)
+    with qtbot.waitSignal(page.overlaySaved, timeout=30_000) as blocker:
+        page.save_overlay(tmp_path / "out" / "big-map.png")
+    saved = Image.open(blocker.args[0])
+    assert saved.size == Image.open(image).size
+    assert saved.convert("RGB").tobytes() != Image.open(image).convert("RGB").tobytes()
+    assert image.read_bytes() == before

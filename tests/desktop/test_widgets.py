@@ -63,7 +63,7 @@ def test_mpl_canvas_follows_palette_and_draws(qtbot):
     ax.plot([0, 1, 2], [2, 1, 0])
     canvas.resize(320, 200)
     canvas.draw()
-    window = canvas.palette().color(QPalette.ColorRole.Window)
+    window = QApplication.palette().color(QPalette.ColorRole.Window)
     r, g, b, _a = canvas.figure.get_facecolor()
     assert (round(r * 255), round(g * 255), round(b * 255)) == (
         window.red(), window.green(), window.blue())
@@ -169,3 +169,26 @@ def test_drop_zone_sorts_a_real_drop(qtbot, tmp_path):
     with qtbot.waitSignal(zone.dropped) as blocker:
         send_drop(zone, [model, image])
     assert blocker.args[0].model == model
+
+
+def test_mpl_canvas_recolours_on_a_palette_switch(qtbot):
+    from desktop.theme import dark_palette
+
+    light = QApplication.palette()
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    ax = canvas.axes()
+    light_face = tuple(round(c * 255) for c in canvas.figure.get_facecolor()[:3])
+    dark = dark_palette()
+    QApplication.setPalette(dark)
+    try:
+        qtbot.waitUntil(lambda: tuple(
+            round(c * 255) for c in canvas.figure.get_facecolor()[:3]) != light_face)
+        window = dark.color(QPalette.ColorRole.Window)
+        r, g, b, _a = canvas.figure.get_facecolor()
+        assert (round(r * 255), round(g * 255), round(b * 255)) == (
+            window.red(), window.green(), window.blue())
+        text = dark.color(QPalette.ColorRole.WindowText).name()
+        assert ax.xaxis.label.get_color() == text
+    finally:
+        QApplication.setPalette(light)

@@ -33,18 +33,21 @@ def colours(tmp_path_factory) -> Path:
 
 
 def test_the_bundled_sample_actually_learns():
-    """Animals (Capitalised names) vs food (lowercase), from random init, 32 px."""
+    """Animals (Capitalised names) vs food (lowercase), from random init, 48 px.
+
+    timm's tiny ``test_resnet`` (0.4 M parameters) keeps this to seconds on a CPU;
+    the run is deterministic for its seed, so the bound is not a coin toss."""
     spec = DataSpec(sample_dir(), parse_label_rule("upper"), parse_split_rule("random:0.2"))
     prepared = prepare_data(spec)
     valid = prepared.plan.valid
     majority = max(sum(li.labels == (c,) for li in valid) for c in prepared.plan.classes)
     chance_error = 1 - majority / len(valid)  # always answering the larger class
-    config = TrainConfig(arch="test_resnet", epochs=12, size=32, batch_size=32, lr=1e-2,
+    config = TrainConfig(arch="test_resnet", epochs=16, size=48, batch_size=32, lr=1e-2,
                          pretrained="none", seed=42, threads=2)
     result = train(prepared, config)
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < first["train_loss"] - 0.1
-    assert last["error_rate"] <= 0.35
+    assert last["error_rate"] <= 0.3
     assert last["error_rate"] < chance_error - 0.1
     from engine.bundle import load_bundle
 
@@ -118,7 +121,7 @@ def test_cli_train_prints_the_epoch_table(colours, capsys):
 
 def test_lr_find_suggests_a_rate_where_the_loss_falls(colours, tmp_path, capsys):
     spec = DataSpec(colours, parse_label_rule("parent"), parse_split_rule("random:0.2"))
-    config = TrainConfig(arch="resnet18", size=32, batch_size=8, pretrained="none", threads=1)
+    config = TrainConfig(arch="test_resnet", size=32, batch_size=8, pretrained="none", threads=1)
     result = lr_find(prepare_data(spec), config, num_it=60)
     assert 2 < len(result.lrs) <= 60
     assert result.lrs == tuple(sorted(result.lrs))
@@ -128,7 +131,7 @@ def test_lr_find_suggests_a_rate_where_the_loss_falls(colours, tmp_path, capsys)
     png = plot_lr_find(result, tmp_path / "lr.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    code, out, _ = _cli(capsys, "lr-find", str(colours), "--arch", "resnet18", "--pretrained",
+    code, out, _ = _cli(capsys, "lr-find", str(colours), "--arch", "test_resnet", "--pretrained",
                         "none", "--size", "32", "--bs", "8", "--threads", "1",
                         "--plot", str(tmp_path / "cli.png"))
     assert code == 0 and "Suggested learning rate:" in out

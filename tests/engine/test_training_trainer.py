@@ -16,8 +16,8 @@ from PIL import Image
 from engine.dataset import DataSpec, prepare_data
 from engine.errors import CancelledError, TrainingError
 from engine.events import (
-    CancelToken,
     Cancelled,
+    CancelToken,
     EpochEnded,
     Failed,
     Finished,

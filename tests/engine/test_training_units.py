@@ -167,7 +167,7 @@ def test_train_batches_are_shuffled_cropped_and_deterministic():
         again = list(batches)
     assert [tuple(x.shape) for x, _, _ in first] == [(4, 3, 12, 12)] * 2
     assert first[0][0].dtype == torch.uint8
-    for (x1, y1, i1), (x2, y2, i2) in zip(first, again, strict=True):
+    for (x1, y1, i1), (x2, _y2, i2) in zip(first, again, strict=True):
         assert torch.equal(x1, x2) and torch.equal(i1, i2)
         # targets follow their images: image i is filled with value i
         assert x1[:, 0, 0, 0].tolist() == y1.tolist()

@@ -1,0 +1,93 @@
+"""The Predict page's background half: one worker call per image, and pasted pixels.
+
+``predict_with_cam`` gives the prediction and the activation map from one forward pass
+(``engine.cam.compute_cam``) and prepares two display-sized layers: the image, and the
+image fully coloured by the map (``engine.cam.render_overlay`` at opacity 1, so the part
+the model never saw stays uncoloured). Blending those at opacity a equals the engine's
+overlay at opacity a, which is why the slider never needs the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+from desktop.pages.model_use import using_model
+from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, display_layers
+
+METHOD_LABELS: tuple[tuple[str, str], ...] = (
+    ("gradcam", "Grad-CAM"),
+    ("gradcampp", "Grad-CAM++"),
+    ("layercam", "Layer-CAM"),
+    ("scorecam", "Score-CAM (slow)"),
+)
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+HISTORY_LIMIT = 48
+
+
+@dataclass(frozen=True)
+class CamView:
+    """A prediction with its map, ready to show: display-sized image and coloured layer."""
+
+    result: Any  # engine.cam.CamResult
+    base: np.ndarray
+    heat: np.ndarray
+    source: Path | None
+    image: Any = None  # the PIL image for pasted pictures (no file to reload)
+
+    @property
+    def prediction(self) -> Any:
+        return self.result.prediction
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.source is not None else "pasted image"
+
+
+def predict_with_cam(
+    predictor: Any,
+    source: Path | Any,
+    *,
+    method: str,
+    target: str | None,
+    topk: int,
+    on_event: Any = None,
+    cancel: Any = None,
+) -> CamView:
+    """Worker body: prediction + map in one forward pass, then the two display layers."""
+    from PIL import Image
+
+    from engine import cam
+    from engine.imageio import load_rgb
+
+    with using_model(predictor, cancel):
+        result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    if isinstance(source, str | Path):
+        original = load_rgb(Path(source), min_short_side=DISPLAY_MAX_SIDE)
+        picture = None
+    else:
+        original = picture = source.convert("RGB")
+    base, _ = display_layers(original, None)
+    # The map coloured at full strength on the display-sized image: blending this layer
+    # with the plain one at opacity a equals engine.cam's overlay at opacity a.
+    coloured = cam.render_overlay(result, Image.fromarray(base), opacity=1.0)
+    heat = np.asarray(coloured, dtype=np.uint8)
+    path = Path(source) if isinstance(source, str | Path) else None
+    return CamView(result, base, heat, path, picture)
+
+
+def qimage_to_pil(image: QImage) -> Any:
+    """A pasted/dropped QImage as an RGB PIL image (copies the pixels)."""
+    from PIL import Image
+
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height, stride = rgb.width(), rgb.height(), rgb.bytesPerLine()
+    buffer = np.frombuffer(rgb.constBits(), dtype=np.uint8, count=stride * height)
+    rows = buffer.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
+    return Image.fromarray(rows.copy())

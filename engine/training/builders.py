@@ -1,0 +1,131 @@
+"""Building a training :class:`~engine.training.session.Session`: fresh or from a run.
+
+A new run resolves device and weights, builds the model and creates the run folder; a
+resumed run rebuilds the same objects from the run's config, data record and last
+checkpoint, after checking that the split is still the one it trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import TrainingError
+from engine.events import CancelToken, EventCallback
+from engine.training import runs
+from engine.training.config import TrainConfig
+from engine.training.device import DeviceInfo, resolve_device
+from engine.training.session import Session
+from engine.training.setup import (
+    auto_batch_size,
+    data_spec_json,
+    load_pretrained,
+    rebuild_prepared,
+)
+
+
+def new_optimizer(
+    model: torch.nn.Module, lr: float, wd: float, device: DeviceInfo
+) -> tuple[torch.optim.AdamW, int]:
+    """AdamW over the model's layer groups (one learning rate each, earliest first).
+
+    The fused implementation is used on CPU and CUDA: on a CPU it makes the optimizer
+    step about 4× faster than the per-tensor loop (a large share of a small model's step).
+    """
+    from engine.models import layer_groups
+
+    groups = layer_groups(model)
+    fused = device.kind in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(
+        [{"params": g} for g in groups], lr=lr, weight_decay=wd, fused=fused or None
+    )
+    return optimizer, len(groups)
+
+
+def _prepare_model(model: torch.nn.Module, device: DeviceInfo) -> torch.nn.Module:
+    model = model.to(device.device)
+    if device.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_session(
+    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
+) -> Session:
+    """A new run: resolve device and weights, build the model, create the run folder."""
+    from engine.models import create_model, resolve_arch
+
+    resolve_arch(config.arch)
+    device = resolve_device(config.device)
+    state, description, tag = load_pretrained(config)
+    torch.manual_seed(config.seed)
+    model = create_model(config.arch, len(prepared.plan.classes), pretrained_state=state)
+    model = _prepare_model(model, device)
+    optimizer, n_groups = new_optimizer(model, config.max_lr, config.wd, device)
+    batch_size = config.batch_size or auto_batch_size(device, config.size)
+    run_dir = runs.new_run_dir(config.arch)
+    runs.write_json(run_dir, "config.json", config.to_json())
+    runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
+    runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
+    runs.update_record(run_dir, status="running", test_looks=0)
+    return Session(
+        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
+        device=device, model=model, optimizer=optimizer, random_init=state is None,
+        pretrained=description, weights_tag=tag, batch_size=batch_size, n_groups=n_groups,
+    )
+
+
+def restore_session(
+    run_dir: Path, prepared: Any | None, events: EventCallback, cancel: CancelToken | None
+) -> Session:
+    """A session at the end of the run's last finished epoch (see trainer.resume)."""
+    from engine.models import create_model
+
+    config = TrainConfig.from_json(_resumable_config(runs.read_json(run_dir, "config.json")))
+    if prepared is None:
+        prepared = rebuild_prepared(runs.read_json(run_dir, "data.json"), events, cancel)
+    _check_same_split(run_dir, prepared)
+    model_state, optimizer_state, scalars = runs.load_checkpoint(run_dir)
+    device = resolve_device(config.device)
+    model = create_model(config.arch, len(prepared.plan.classes))
+    model.load_state_dict(model_state)
+    model = _prepare_model(model, device)
+    optimizer, n_groups = new_optimizer(model, config.max_lr, config.wd, device)
+    optimizer.load_state_dict(optimizer_state)
+    history = list(scalars["history"])
+    runs.rewrite_metrics(run_dir, history)
+    runs.update_record(run_dir, status="running", resumed_at_epoch=len(history))
+    return Session(
+        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
+        device=device, model=model, optimizer=optimizer,
+        random_init=bool(scalars["random_init"]), pretrained=scalars["pretrained"],
+        weights_tag=scalars.get("weights_tag"), batch_size=int(scalars["batch_size"]),
+        mean=tuple(scalars["mean"]), std=tuple(scalars["std"]), history=history,
+        n_groups=n_groups,
+    )
+
+
+def _resumable_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A pretrained FILE need not exist any more: resuming loads the checkpoint instead."""
+    pretrained = data.get("pretrained")
+    if isinstance(pretrained, str) and pretrained not in ("auto", "none"):
+        if not Path(pretrained).is_file():
+            data = dict(data, pretrained="auto")
+    return data
+
+
+def _check_same_split(run_dir: Path, prepared: Any) -> None:
+    saved = runs.read_json(run_dir, "manifest.json")
+    now = json.loads(json.dumps(prepared.plan.manifest()))
+    if saved != now:
+        changed = sum(
+            len(set(saved.get(k, [])) ^ set(now.get(k, []))) for k in ("train", "valid", "test")
+        )
+        raise TrainingError(
+            f"cannot resume run {run_dir.name}: the data or split changed since it started "
+            f"({changed} file(s) moved between sets, or labels changed); resume needs "
+            "the same folder, label rule and split"
+        )
