@@ -31,6 +31,9 @@ from PySide6.QtWidgets import (
 
 from desktop.context import AppContext
 from desktop.pages.data_page import DataPage
+from desktop.pages.models_page import ModelsPage
+from desktop.pages.predict_page import PredictPage
+from desktop.pages.results_page import ResultsPage
 from desktop.pages.start_page import StartPage
 from desktop.pages.train_page import TrainPage
 from desktop.routing import classify_paths, local_paths
@@ -52,34 +55,6 @@ def _warm_up() -> dict[str, str]:
     return {"kind": info.kind, "name": info.name}
 
 
-class _PendingPage(QLabel):
-    """Stands in for a views page while its module is being written (removed once all
-    three exist)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"The {name} page is not installed.")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-
-    def predict_paths(self, paths: list[Path]) -> None:
-        self.setText(f"Cannot predict {len(paths)} image(s): the Predict page is missing.")
-
-    def predict_folder(self, folder: Path) -> None:
-        self.setText(f"Cannot predict {folder}: the Predict page is missing.")
-
-
-def _views_page(module: str, cls: str, context: AppContext) -> QWidget:
-    """Construct one of the views engineer's pages (Results, Predict, Models)."""
-    import importlib
-
-    try:
-        page_module = importlib.import_module(f"desktop.pages.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"desktop.pages.{module}":
-            raise
-        return _PendingPage(cls.removesuffix("Page"))
-    return getattr(page_module, cls)(context)
-
-
 class MainWindow(QMainWindow):
     """Tabs Start, Data, Train, Results, Predict, Models; drops go where they make sense."""
 
@@ -95,9 +70,9 @@ class MainWindow(QMainWindow):
         self.start_page = StartPage(context)
         self.data_page = DataPage(context)
         self.train_page = TrainPage(context)
-        self.results_page = _views_page("results_page", "ResultsPage", context)
-        self.predict_page = _views_page("predict_page", "PredictPage", context)
-        self.models_page = _views_page("models_page", "ModelsPage", context)
+        self.results_page = ResultsPage(context)
+        self.predict_page = PredictPage(context)
+        self.models_page = ModelsPage(context)
         pages = (
             self.start_page,
             self.data_page,

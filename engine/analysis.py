@@ -3,9 +3,10 @@
 One batched pass over the validation images collects logits and penultimate-layer
 features together (a pre-hook on the classifier captures its input, so there is no second
 forward). From those come: the confusion matrix (counts and row-normalized), the
-most-confused pairs, per-class precision/recall/F1/support, the top losses with their
-activation maps, and a 2-D map of the images from their embeddings (PCA, or t-SNE when
-scikit-learn is installed). Each is a plain data object for the GUI; the figures for the
+most-confused pairs, per-class precision/recall/F1/support, one row per image (actual,
+predicted, probability, loss: what lists a confusion-matrix cell), the top losses with
+their activation maps, and a 2-D map of the images from their embeddings (PCA, or t-SNE
+when scikit-learn is installed). Each is a plain data object for the GUI; the figures for the
 CLI are in :mod:`engine.analysis_plots`. Metric arithmetic is reused from
 :mod:`engine.training.metrics` so validation during training and analysis here agree.
 
@@ -41,12 +42,12 @@ if TYPE_CHECKING:
     from engine.predict import Predictor
 
 
-
 @dataclass(frozen=True)
 class ValidationOutputs:
     """Everything one pass over the validation set yields, aligned by row."""
 
     paths: tuple[Path, ...]
+    rels: tuple[str, ...]  # each path relative to the data folder (the overrides' key)
     targets: torch.Tensor  # N class indices, or N×C multi-hot for multi-label
     logits: torch.Tensor  # N×C
     features: torch.Tensor  # N×D, the classifier's input
@@ -67,6 +68,27 @@ class ConfusedPair:
     actual: str
     predicted: str
     count: int
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One validation image's verdict, computed in the same pass as every other result.
+
+    ``actual``/``predicted`` are label text (``"a;b"`` or ``"(none)"`` for multi-label).
+    ``prob`` is the probability of the prediction; for multi-label, that of the class the
+    model is most wrong about. ``actual_index``/``predicted_index`` are the confusion
+    matrix's row and column (None for multi-label), so the rows with a given pair are
+    exactly the images counted in that cell.
+    """
+
+    path: Path
+    rel: str
+    actual: str
+    predicted: str
+    prob: float
+    loss: float
+    actual_index: int | None
+    predicted_index: int | None
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,12 @@ class Analysis:
     top_losses: list[TopLoss]
     embedding: EmbeddingMap | None
     skipped: list[str] = field(default_factory=list)
+    rows: tuple[ImageRow, ...] = ()  # every analysed image, in validation order
+
+    def cell(self, actual: int, predicted: int) -> list[ImageRow]:
+        """The images of one confusion-matrix cell (row ``actual``, column ``predicted``)."""
+        return [row for row in self.rows
+                if row.actual_index == actual and row.predicted_index == predicted]
 
     def to_json(self) -> dict[str, Any]:
         """The ``metrics.json`` that ``loupe analyze`` writes (no arrays but the matrix)."""
@@ -145,7 +173,8 @@ def collect_outputs(
     handle = _classifier(predictor.model).register_forward_pre_hook(
         lambda _m, inputs: captured.append(inputs[0].detach().flatten(1).float().cpu())
     )
-    rows: dict[str, list[Any]] = {"paths": [], "targets": [], "logits": [], "boxes": []}
+    rows: dict[str, list[Any]] = {"paths": [], "rels": [], "targets": [], "logits": [],
+                                  "boxes": []}
     skipped: list[str] = []
     on_event(Started("analysis", total=len(items)))
     try:
@@ -162,6 +191,7 @@ def collect_outputs(
                     continue
                 tensors.append(tensor)
                 rows["paths"].append(labelled.item.path)
+                rows["rels"].append(labelled.item.rel)
                 rows["targets"].append(targets_of(labelled))
                 rows["boxes"].append(box)
             if tensors:
@@ -173,6 +203,7 @@ def collect_outputs(
         raise DatasetError("no validation image could be read; nothing to analyse")
     outputs = ValidationOutputs(
         paths=tuple(rows["paths"]),
+        rels=tuple(rows["rels"]),
         targets=torch.stack(rows["targets"]),
         logits=torch.cat(rows["logits"]),
         features=torch.cat(captured),
@@ -270,11 +301,13 @@ def analyze(
         predictor, items, batch_size=batch_size, cache=cache, on_event=on_event, cancel=cancel
     )
     preds = _predictions(predictor, outputs.logits)
+    losses = _losses(predictor, outputs)
+    rows = image_rows(predictor, outputs, preds, losses)
     thresholds = [predictor.thresholds[c] for c in predictor.classes]
     summary = metrics.epoch_metrics(
         outputs.logits, outputs.targets, multi_label=predictor.multi_label, thresholds=thresholds
     )
-    summary["valid_loss"] = float(_losses(predictor, outputs).mean())
+    summary["valid_loss"] = float(losses.mean())
     confusion = None if predictor.multi_label else confusion_data(predictor.classes, preds,
                                                                    outputs.targets)
     return Analysis(
@@ -285,16 +318,44 @@ def analyze(
         per_class=metrics.per_class_report(preds, outputs.targets, predictor.classes),
         confusion=confusion,
         most_confused=most_confused(confusion) if confusion else [],
-        top_losses=top_losses(predictor, outputs, k=top_k, cam_method=cam_method,
-                              cam_layer=cam_layer),
+        top_losses=top_losses(predictor, outputs, rows, losses, k=top_k,
+                              cam_method=cam_method, cam_layer=cam_layer),
         embedding=embedding_map(
             outputs.features,
-            actual=tuple(_names(predictor, t) for t in outputs.targets),
-            predicted=tuple(_names(predictor, p) for p in preds),
+            actual=tuple(row.actual for row in rows),
+            predicted=tuple(row.predicted for row in rows),
             paths=outputs.paths,
             method=embedding,
         ),
         skipped=skipped,
+        rows=rows,
+    )
+
+
+def image_rows(
+    predictor: Predictor, outputs: ValidationOutputs, preds: torch.Tensor, losses: torch.Tensor
+) -> tuple[ImageRow, ...]:
+    """One :class:`ImageRow` per image from the predictions and losses already computed.
+
+    ``preds`` is what the confusion matrix counts, so rows and matrix cannot disagree.
+    """
+    probs = predictor.probabilities(outputs.logits)
+    if predictor.multi_label:
+        # No single prediction: show the class the model is most wrong about.
+        shown = (probs - outputs.targets.float()).abs().argmax(dim=1)
+        actual_index: list[int | None] = [None] * len(outputs.paths)
+        predicted_index: list[int | None] = list(actual_index)
+    else:
+        shown = preds
+        actual_index = [int(t) for t in outputs.targets.tolist()]
+        predicted_index = [int(p) for p in preds.tolist()]
+    chosen = probs.gather(1, shown.unsqueeze(1)).squeeze(1).tolist()
+    return tuple(
+        ImageRow(path, rel, _names(predictor, target), _names(predictor, pred), float(prob),
+                 float(loss), a, p)
+        for path, rel, target, pred, prob, loss, a, p in zip(
+            outputs.paths, outputs.rels, outputs.targets, preds, chosen, losses.tolist(),
+            actual_index, predicted_index, strict=True)
     )
 
 
@@ -344,41 +405,28 @@ def most_confused(confusion: ConfusionData, min_count: int = 1) -> list[Confused
 def top_losses(
     predictor: Predictor,
     outputs: ValidationOutputs,
+    rows: Sequence[ImageRow],
+    losses: torch.Tensor,
     *,
     k: int = 9,
     cam_method: str | None = "gradcam",
     cam_layer: str | None = None,
 ) -> list[TopLoss]:
-    """The ``k`` highest-loss images, each with an activation map for its prediction."""
+    """The ``k`` highest-loss images (from :func:`image_rows`), each with an activation map
+    for its prediction; ``losses`` is the per-image loss tensor the rows were made from."""
     from engine.training import metrics
 
-    losses = _losses(predictor, outputs)
     values, indices = metrics.top_losses(losses, k)
     chosen = [int(i) for i in indices.tolist()]
     heatmaps = _heatmaps_for(predictor, outputs, chosen, cam_method, cam_layer)
-    probs = predictor.probabilities(outputs.logits)
     result = []
-    for rank, (row, loss) in enumerate(zip(chosen, values.tolist(), strict=True)):
-        actual, predicted, prob = _describe_row(predictor, outputs.targets[row], probs[row])
+    for rank, (index, loss) in enumerate(zip(chosen, values.tolist(), strict=True)):
+        row = rows[index]
         result.append(
-            TopLoss(outputs.paths[row], actual, predicted, prob, float(loss),
-                    heatmaps[rank] if heatmaps else None, outputs.crop_boxes[row])
+            TopLoss(row.path, row.actual, row.predicted, row.prob, float(loss),
+                    heatmaps[rank] if heatmaps else None, outputs.crop_boxes[index])
         )
     return result
-
-
-def _describe_row(
-    predictor: Predictor, target: torch.Tensor, probs: torch.Tensor
-) -> tuple[str, str, float]:
-    classes = predictor.classes
-    if not predictor.multi_label:
-        best = int(probs.argmax())
-        return classes[int(target)], classes[best], float(probs[best])
-    actual = [c for c, on in zip(classes, target.tolist(), strict=True) if on]
-    chosen = [c for c in classes if float(probs[classes.index(c)]) >= predictor.thresholds[c]]
-    # The class the model is most wrong about decides the shown probability.
-    wrong = (probs - target.float()).abs().argmax()
-    return ";".join(actual) or "(none)", ";".join(chosen) or "(none)", float(probs[wrong])
 
 
 def _heatmaps_for(

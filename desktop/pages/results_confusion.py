@@ -1,9 +1,9 @@
 """The Results page's confusion-matrix tab: the matrix, and the images behind a cell.
 
 Clicking a cell (actual row, predicted column) lists the validation images that landed
-there, each with its probabilities and an activation map for the predicted class,
-computed in a worker. The same context menu as the top-losses grid (relabel, exclude)
-is attached by the page.
+there (the analysis's per-image rows, ``Analysis.cell``), each with its probabilities
+and an activation map for the predicted class, computed in a worker. The same context
+menu as the top-losses grid (relabel, exclude) is attached by the page.
 """
 
 from __future__ import annotations
@@ -102,15 +102,8 @@ class ConfusionPanel(QWidget):
         if self._analysis is None or self._context.predictor is None:
             return None
         names = self._analysis.classes
-        embedding = self._analysis.embedding
-        if embedding is None:
-            self.cell_title.setText("Too few validation images to list a cell.")
-            return None
-        entries = [
-            (path, a) for path, a, p in zip(embedding.paths, embedding.actual,
-                                            embedding.predicted, strict=True)
-            if a == names[actual] and p == names[predicted]
-        ]
+        # The analysis's own per-image rows: exactly the images this cell counts.
+        entries = [(row.path, row.actual) for row in self._analysis.cell(actual, predicted)]
         more = f" (showing {plots.CELL_LIMIT})" if len(entries) > plots.CELL_LIMIT else ""
         self.cell_title.setText(
             f"Actual {names[actual]}, predicted {names[predicted]}: {len(entries)} images{more}")

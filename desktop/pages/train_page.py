@@ -5,7 +5,6 @@ all run in workers, so the rest of the window stays usable while a model trains.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,12 @@ from PySide6.QtWidgets import (
 
 from desktop.context import AppContext
 from desktop.pages.train_charts import LrFinderPlot, TrainingCurves
-from desktop.pages.train_settings import TrainSettings, format_lr
+from desktop.pages.train_settings import (
+    TrainSettings,
+    format_lr,
+    probe_devices,
+    weights_status_of,
+)
 from desktop.widgets.epoch_table import EpochTable, format_seconds
 from desktop.workers import EngineWorker
 from engine.errors import LoupeError
@@ -38,35 +42,6 @@ _NOT_TABLE_COLUMNS = ("size", "batch_size")
 _BANNER_STYLE = (
     "QLabel { background: #7a4a00; color: white; border-radius: 4px; padding: 6px 10px; }"
 )
-
-
-def probe_devices() -> list[tuple[str, str]]:
-    """(TrainConfig.device value, label) for each device this machine has.
-
-    Imports torch: call it in a worker. Shows the GPU's name and memory so the user knows
-    what "auto" will pick.
-    """
-    import torch
-
-    devices = [("auto", "Automatic (best available)")]
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        more = torch.cuda.device_count() - 1
-        extra = f" (+{more} more)" if more > 0 else ""
-        devices.append(
-            ("cuda", f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB{extra}")
-        )
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append(("mps", "Apple GPU (MPS)"))
-    devices.append(("cpu", f"CPU ({os.cpu_count() or 1} cores)"))
-    return devices
-
-
-def _weights_status(arch: str) -> tuple[str, str]:
-    from engine.weights import weights_status
-
-    return arch, weights_status(arch)
 
 
 class TrainPage(QWidget):
@@ -210,7 +185,7 @@ class TrainPage(QWidget):
     def refresh_weights_status(self, arch: str) -> None:
         if not arch:
             return
-        worker = self.context.runner.start(_weights_status, arch, events=False, name="weights")
+        worker = self.context.runner.start(weights_status_of, arch, events=False, name="weights")
         worker.finished.connect(lambda pair: self.settings.set_weights_status(*pair))
         worker.errored.connect(
             lambda exc, a=arch: self.settings.set_weights_status(a, f"unknown ({exc})")

@@ -11,6 +11,7 @@ config module is imported when first needed (:meth:`TrainSettings.load_limits`).
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QLocale, Signal
@@ -36,7 +37,36 @@ from engine.models import ARCHITECTURES
 if TYPE_CHECKING:
     from engine.training.config import TrainConfig
 
-SPEED_HINTS = {"fastest": "fastest", "fast": "fast", "medium": "medium", "slow": "slow"}
+def probe_devices() -> list[tuple[str, str]]:
+    """(TrainConfig.device value, label) for each device this machine has.
+
+    Imports torch: call it in a worker. Shows the GPU's name and memory so the user knows
+    what "auto" will pick.
+    """
+    import torch
+
+    devices = [("auto", "Automatic (best available)")]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        more = torch.cuda.device_count() - 1
+        extra = f" (+{more} more)" if more > 0 else ""
+        devices.append(
+            ("cuda", f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB{extra}")
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append(("mps", "Apple GPU (MPS)"))
+    devices.append(("cpu", f"CPU ({os.cpu_count() or 1} cores)"))
+    return devices
+
+
+def weights_status_of(arch: str) -> tuple[str, str]:
+    """(arch, 'found: …' | 'not found'): looks at the disk only; call it in a worker."""
+    from engine.weights import weights_status
+
+    return arch, weights_status(arch)
+
+
 
 
 def format_params(params: int) -> str:

@@ -84,7 +84,7 @@ def restore_session(
     """A session at the end of the run's last finished epoch (see trainer.resume)."""
     from engine.models import create_model
 
-    config = TrainConfig.from_json(_resumable_config(runs.read_json(run_dir, "config.json")))
+    config = load_run_config(run_dir)
     if prepared is None:
         prepared = rebuild_prepared(runs.read_json(run_dir, "data.json"), events, cancel)
     _check_same_split(run_dir, prepared)
@@ -108,13 +108,15 @@ def restore_session(
     )
 
 
-def _resumable_config(data: dict[str, Any]) -> dict[str, Any]:
-    """A pretrained FILE need not exist any more: resuming loads the checkpoint instead."""
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The run's TrainConfig; a pretrained FILE that has since gone is not an error
+    (resuming loads the checkpoint, not the file)."""
+    data = runs.read_json(run_dir, "config.json")
     pretrained = data.get("pretrained")
     if isinstance(pretrained, str) and pretrained not in ("auto", "none"):
         if not Path(pretrained).is_file():
             data = dict(data, pretrained="auto")
-    return data
+    return TrainConfig.from_json(data)
 
 
 def _check_same_split(run_dir: Path, prepared: Any) -> None:

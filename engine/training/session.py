@@ -61,8 +61,10 @@ class Session:
     cycle: Cycle | None = None
     last_scores: Scores | None = None
     overfit_warned: bool = False
+    snapshot: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.writer = runs.CheckpointWriter(self.run_dir)
         plan = self.prepared.plan
         self.classes: tuple[str, ...] = tuple(plan.classes)
         self.multi_label = bool(plan.multi_label)
@@ -174,15 +176,18 @@ class Session:
     def run_epoch(
         self, epoch: int, total: int, phase: str, cycle: Cycle, first_epoch: int
     ) -> dict[str, Any]:
-        """One epoch; on CUDA out-of-memory, halve the batch size and rerun the epoch."""
+        """One epoch; on CUDA out-of-memory, halve the batch size and rerun the epoch.
+
+        The state to go back to is the CPU copy taken for the previous epoch's checkpoint
+        (or, before the first epoch, a copy taken now).
+        """
+        if self.snapshot is None:
+            self.snapshot = self._snapshot()
         while True:
-            snapshot = self._snapshot()
             try:
                 return self._epoch(epoch, total, phase)
             except torch.OutOfMemoryError:
-                self._after_oom(snapshot, epoch - first_epoch)
-            finally:
-                del snapshot
+                self._after_oom(self.snapshot, epoch - first_epoch)
 
     def _epoch(self, epoch: int, total: int, phase: str) -> dict[str, Any]:
         assert self.ctx is not None
@@ -254,6 +259,8 @@ class Session:
             )
 
     def save_checkpoint(self, total: int) -> None:
+        """Copy the state now; the writer thread puts it on disk while training goes on."""
+        self.snapshot = self._snapshot()
         scalars = {
             "format": CHECKPOINT_FORMAT, "epochs_done": self.epochs_done,
             "total_epochs": total, "batch_size": self.batch_size, "history": self.history,
@@ -261,9 +268,11 @@ class Session:
             "pretrained": self.pretrained, "random_init": self.random_init,
             "weights_tag": self.weights_tag,
         }
-        runs.save_checkpoint(
-            self.run_dir, self.model.state_dict(), self.optimizer.state_dict(), scalars
-        )
+        self.writer.submit(self.snapshot["model"], self.snapshot["optimizer"], scalars)
+
+    def flush(self) -> None:
+        """Wait until the last checkpoint is on disk (before finishing or stopping)."""
+        self.writer.wait()
 
     # -- the end --------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from engine.events import (
     ignore_event,
 )
 from engine.training import runs
-from engine.training.builders import build_session, restore_session
+from engine.training.builders import build_session, load_run_config, restore_session
 from engine.training.config import TrainConfig
 from engine.training.device import torch_threads
 from engine.training.schedule import Cycle, discriminative_lrs
@@ -130,8 +130,7 @@ def resume(
     session: Session | None = None
     try:
         run_dir = runs.find_run(run)
-        config = TrainConfig.from_json(runs.read_json(run_dir, "config.json"))
-        with torch_threads(config.threads):
+        with torch_threads(load_run_config(run_dir).threads):
             session = restore_session(run_dir, prepared, events, cancel)
             return _run(session)
     except BaseException as err:
@@ -140,17 +139,20 @@ def resume(
 
 
 def _report_failure(err: BaseException, session: Session | None, events: EventCallback) -> None:
-    """Turn an exception into the matching final event and run status."""
-    status = "failed"
+    """Make the last checkpoint durable, record the status, then send the final event."""
+    status = "cancelled" if isinstance(err, CancelledError) else "failed"
+    if session is not None:
+        try:
+            session.flush()
+        except Exception as write_error:  # already failing: record it, keep the first error
+            runs.update_record(session.run_dir, checkpoint_error=str(write_error))
+        runs.update_record(session.run_dir, status=status, error=str(err) or type(err).__name__)
     if isinstance(err, CancelledError):
-        status = "cancelled"
         events(Cancelled("train", str(err)))
     elif isinstance(err, TrainingError):
         events(Failed("train", str(err), getattr(err, "advice", "")))
     elif isinstance(err, Exception):
-        events(Failed("train", f"{type(err).__name__}: {err}" if not str(err) else str(err)))
-    if session is not None:
-        runs.update_record(session.run_dir, status=status, error=str(err) or type(err).__name__)
+        events(Failed("train", str(err) or type(err).__name__))
 
 
 def _run(session: Session) -> TrainResult:
@@ -181,6 +183,7 @@ def _non_finite() -> type[Exception]:
 
 
 def _nan_error(session: Session, err: Exception) -> TrainingError:
+    session.flush()
     lr = session.config.max_lr / 10
     advice = LR_ADVICE.format(lr=lr)
     kept = (
@@ -194,6 +197,7 @@ def _nan_error(session: Session, err: Exception) -> TrainingError:
 
 
 def _finish(session: Session) -> TrainResult:
+    session.flush()
     report = session.final_report()
     bundle_path = session.save_bundle(report)
     metrics = dict(report.get("metrics", {}))

@@ -46,11 +46,14 @@ def test_analysis_fills_every_view(analysed):
     assert page.embedding_canvas.figure.axes[0].collections  # the scatter was drawn
 
 
-def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
-    page, data = analysed
-    confusion = data.analysis.confusion
-    row, column = max(((i, j) for i in range(2) for j in range(2)),
-                      key=lambda ij: confusion.counts[ij[0]][ij[1]])
+def expected_cell(ctx, actual: str, predicted: str) -> set:
+    """The cell's images found independently: labelled ``actual``, predicted ``predicted``."""
+    return {li.item.path for li in ctx.prepared.plan.valid
+            if li.labels == (actual,) and ctx.predictor.predict(li.item.path).label == predicted}
+
+
+def click_cell(qtbot, page, row: int, column: int) -> list:
+    """A real mouse click on the matrix cell; returns the images the page shows for it."""
     page.tabs.setCurrentIndex(0)
     page.show()
     canvas = page.confusion_canvas
@@ -60,7 +63,15 @@ def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
     point = QPoint(int(x / ratio), int(canvas.height() - y / ratio))
     with qtbot.waitSignal(page.cellShown, timeout=60_000) as blocker:
         qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
-    images = blocker.args[0]
+    return blocker.args[0]
+
+
+def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
+    page, data = analysed
+    confusion = data.analysis.confusion
+    row, column = max(((i, j) for i in range(2) for j in range(2)),
+                      key=lambda ij: confusion.counts[ij[0]][ij[1]])
+    images = click_cell(qtbot, page, row, column)
     assert len(images) == confusion.counts[row][column] > 0
     classes = data.analysis.classes
     assert {im.actual for im in images} == {classes[row]}
@@ -68,6 +79,41 @@ def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
     assert len(page.cell_grid.items()) == len(images)
     assert all(im.overlay.ndim == 3 for im in images)
     assert str(confusion.counts[row][column]) in page.cell_title.text()
+    paths = [im.path for im in images]
+    assert len(set(paths)) == len(paths)  # each image once
+    assert set(paths) == expected_cell(page._context, classes[row], classes[column])
+    assert {item.data for item in page.cell_grid.items()} == set(paths)
+
+
+def test_cell_lists_images_with_only_two_validation_images(
+        qtbot, model_context, tmp_path):  # noqa: F811
+    from engine.dataset import prepare_data
+    from engine.labels import LabelRule
+    from engine.project import Project
+    from engine.splits import SplitRule
+    from tests.desktop.views_fixtures import make_dataset
+
+    root = make_dataset(tmp_path / "few", per_class=2)
+    project = Project(root, label=LabelRule("parent"), split=SplitRule("random", 0.5))
+    model_context.project = project
+    model_context.set_prepared(prepare_data(project.data_spec()))
+    assert len(model_context.prepared.plan.valid) == 2
+    page = ResultsPage(model_context)
+    qtbot.addWidget(page)
+    page.resize(1000, 700)
+    with qtbot.waitSignal(page.analysisReady, timeout=60_000) as blocker:
+        page.analyse()
+    result = blocker.args[0].analysis
+    assert result.embedding is None  # no map from 2 images; the cell must list regardless
+    classes, counts = result.classes, result.confusion.counts
+    row, column = max(((i, j) for i in range(2) for j in range(2)),
+                      key=lambda ij: counts[ij[0]][ij[1]])
+    images = click_cell(qtbot, page, row, column)
+    assert len(images) == counts[row][column] > 0
+    assert {im.path for im in images} == expected_cell(model_context, classes[row],
+                                                       classes[column])
+    assert {im.actual for im in images} == {classes[row]}
+    assert len(page.cell_grid.items()) == len(images)
 
 
 def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):

@@ -13,7 +13,7 @@ import engine.training
 import engine.weights
 from desktop.context import AppContext
 from desktop.main_window import MainWindow
-from desktop.pages.train_page import probe_devices
+from desktop.pages.train_settings import probe_devices
 from engine.errors import WeightsError
 from engine.training.lr_find import LRFindResult
 

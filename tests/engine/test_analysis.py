@@ -58,6 +58,51 @@ def test_confusion_pairs_and_per_class_report(tmp_path, colour_predictor):
     assert analysis.metrics["error_rate"] == pytest.approx(0.3)
 
 
+def test_image_rows_match_the_confusion_matrix_cell_by_cell(tmp_path, colour_predictor):
+    from collections import Counter
+
+    items = _validation_set(tmp_path)
+    analysis = analyze(colour_predictor, items, cam_method=None, top_k=3)
+    rows = analysis.rows
+    assert [r.path for r in rows] == [li.item.path for li in items]
+    assert [r.rel for r in rows] == [li.item.rel for li in items]
+    assert [r.actual for r in rows] == [li.labels[0] for li in items]
+    cells = Counter((r.actual_index, r.predicted_index) for r in rows)
+    counts = analysis.confusion.counts
+    assert {(i, j): counts[i][j] for i in range(2) for j in range(2) if counts[i][j]} == cells
+    # ColourNet says "red" for red pictures, "blue" for blue ones, whatever the label.
+    for row, li in zip(rows, items, strict=True):
+        expected = "red" if li.item.path.name.startswith(("r", "wrong_rb")) else "blue"
+        assert row.predicted == expected
+        assert analysis.classes[row.predicted_index] == expected
+        assert analysis.classes[row.actual_index] == li.labels[0]
+        assert 0.5 < row.prob <= 1.0 and row.loss >= 0.0
+    mislabelled_red = [li.item.path for li in items if li.item.path.name.startswith("wrong_rb")]
+    assert [r.path for r in analysis.cell(0, 1)] == mislabelled_red  # actual blue, said red
+    assert [r.path for r in analysis.cell(1, 0)] == [items[-1].item.path]
+    assert sum(len(analysis.cell(i, j)) for i in range(2) for j in range(2)) == 10
+    # Rows, top losses and the mean loss come from the same numbers.
+    assert analysis.metrics["valid_loss"] == pytest.approx(np.mean([r.loss for r in rows]))
+    by_path = {r.path: r for r in rows}
+    for loss in analysis.top_losses:
+        row = by_path[loss.path]
+        assert (row.actual, row.predicted, row.prob) == (loss.actual, loss.predicted, loss.prob)
+        assert row.loss == pytest.approx(loss.loss)
+        assert row.actual != row.predicted and row.loss > 5
+
+
+def test_rows_list_cells_with_only_two_validation_images(tmp_path, colour_predictor):
+    right = _item(tmp_path, "right", RED, ["red"])
+    wrong = _item(tmp_path, "wrong", RED, ["blue"], seed=1)
+    analysis = analyze(colour_predictor, [right, wrong], cam_method=None)
+    assert analysis.embedding is None  # too few images for a map, yet cells still list
+    assert analysis.confusion.counts == [[0, 1], [0, 1]]
+    assert [r.path for r in analysis.cell(0, 1)] == [wrong.item.path]
+    assert [r.path for r in analysis.cell(1, 1)] == [right.item.path]
+    assert analysis.cell(0, 0) == [] and analysis.cell(1, 0) == []
+    assert [(r.actual, r.predicted) for r in analysis.rows] == [("red", "red"), ("blue", "red")]
+
+
 def test_top_losses_are_the_mislabelled_images_with_maps(tmp_path, colour_predictor):
     analysis = analyze(colour_predictor, _validation_set(tmp_path), cam_layer="features",
                        top_k=3)
@@ -109,6 +154,10 @@ def test_multi_label_analysis_uses_thresholds_and_has_no_confusion_matrix(tmp_pa
     assert analysis.top_losses[0].actual == "blue;red"
     assert analysis.top_losses[0].predicted == "red"
     assert 0.0 < analysis.metrics["accuracy_multi"] < 1.0
+    both = analysis.rows[2]
+    assert (both.actual, both.predicted) == ("blue;red", "red")
+    assert both.actual_index is None and both.predicted_index is None
+    assert analysis.cell(0, 0) == []
 
 
 def test_unreadable_file_is_skipped_with_a_warning(tmp_path, colour_predictor):
