@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setMinimumSize(900, 620)
         self._close_pending = False
+        self._reopening = False
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
         self.start_page = StartPage(context)
@@ -158,6 +159,19 @@ class MainWindow(QMainWindow):
         elif sample:
             self.context.open_sample()
             self.tabs.setCurrentWidget(self.data_page)
+        else:
+            self._reopen_last_project()
+
+    def _reopen_last_project(self) -> None:
+        """Pick up where the user left off: the last project, with its saved rules and
+        settings, loaded in the background while the restored tab stays in front."""
+        recent = self.context.recent_folders()
+        if recent and recent[0].is_dir():
+            self._reopening = True
+            try:
+                self.context.open_folder(recent[0])
+            finally:
+                self._reopening = False
 
     def _on_device(self, info: dict[str, str]) -> None:
         self.device_label.setText(f"Device: {info['name']}")
@@ -291,7 +305,7 @@ class MainWindow(QMainWindow):
         project = self.context.project
         root = getattr(project, "root", None)
         self.setWindowTitle(f"Loupe — {Path(root).name}" if root else "Loupe")
-        if self.tabs.currentWidget() is self.start_page:
+        if self.tabs.currentWidget() is self.start_page and not self._reopening:
             self.tabs.setCurrentWidget(self.data_page)
 
     def _about(self) -> None:

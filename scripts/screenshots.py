@@ -33,11 +33,12 @@ def wait_until(app, predicate: Callable[[], bool], timeout: float, what: str) ->
         time.sleep(0.02)
 
 
-def settle(app, window, seconds: float = 0.6) -> None:
-    """Let workers, thumbnail loads and coalesced redraws finish."""
+def settle(app, window, seconds: float = 0.6, *, idle: bool = True) -> None:
+    """Let workers (unless ``idle`` is False), thumbnail loads and redraws finish."""
     from desktop.widgets.image_grid import thumbnail_pool
 
-    wait_until(app, lambda: not window.context.runner.active(), 600, "background work")
+    if idle:
+        wait_until(app, lambda: not window.context.runner.active(), 600, "background work")
     thumbnail_pool().waitForDone(30_000)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -45,8 +46,8 @@ def settle(app, window, seconds: float = 0.6) -> None:
         time.sleep(0.02)
 
 
-def shoot(app, window, out: Path, name: str) -> Path:
-    settle(app, window)
+def shoot(app, window, out: Path, name: str, *, idle: bool = True) -> Path:
+    settle(app, window, idle=idle)
     path = out / f"{name}.png"
     if not window.grab().save(str(path)):
         raise SystemExit(f"screenshots: could not write {path}")
@@ -80,6 +81,17 @@ def run(out: Path, epochs: int, size: int) -> None:
         page.views.setCurrentIndex(index)
         shoot(app, window, out, name)
     page.views.setCurrentIndex(0)
+    # The live preview with a rule that leaves files unmatched (highlighted), then back.
+    lesson1 = context.project.label
+    page.label_editor.kind.setCurrentIndex(page.label_editor.kind.findData("regex"))
+    page.label_editor.pattern.setText(r"^([a-c])")
+    page.apply_rules()
+    settle(app, window)
+    shoot(app, window, out, "data-preview-unmatched")
+    page.label_editor.set_rule(lesson1)
+    page.apply_rules()
+    wait_until(app, lambda: context.prepared is not None
+               and context.prepared.spec.label == lesson1, 60, "the lesson-1 rule again")
 
     train = window.train_page
     window.tabs.setCurrentWidget(train)
@@ -99,7 +111,7 @@ def run(out: Path, epochs: int, size: int) -> None:
     if worker is None:
         raise SystemExit(f"screenshots: training did not start: {ctx_errors}")
     wait_until(app, lambda: train.table.row_count() >= 1, 600, "the first epoch")
-    shoot(app, window, out, "train-running")
+    shoot(app, window, out, "train-running", idle=False)
     wait_until(app, lambda: worker.outcome != "running" and worker.outcome != "pending",
                1800, "training to finish")
     if worker.outcome != "finished":

@@ -105,6 +105,7 @@ class PreviewFilter(QSortFilterProxyModel):
         super().__init__(parent)
         self.setFilterKeyColumn(-1)
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setSortCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self._only_unmatched = False
 
     def set_only_unmatched(self, only: bool) -> None:

@@ -186,7 +186,7 @@ class TrainPage(QWidget):
         if not arch:
             return
         worker = self.context.runner.start(weights_status_of, arch, events=False, name="weights")
-        worker.finished.connect(lambda pair: self.settings.set_weights_status(*pair))
+        worker.finished.connect(lambda facts: self.settings.set_weights_status(*facts))
         worker.errored.connect(
             lambda exc, a=arch: self.settings.set_weights_status(a, f"unknown ({exc})")
         )

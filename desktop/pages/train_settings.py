@@ -37,6 +37,7 @@ from engine.models import ARCHITECTURES
 if TYPE_CHECKING:
     from engine.training.config import TrainConfig
 
+
 def probe_devices() -> list[tuple[str, str]]:
     """(TrainConfig.device value, label) for each device this machine has.
 
@@ -60,17 +61,24 @@ def probe_devices() -> list[tuple[str, str]]:
     return devices
 
 
-def weights_status_of(arch: str) -> tuple[str, str]:
-    """(arch, 'found: …' | 'not found'): looks at the disk only; call it in a worker."""
+def weights_status_of(arch: str) -> tuple[str, str, int | None]:
+    """(arch, 'found: …' | 'not found', default input size in px).
+
+    Looks at the disk and timm's model config (no network); call it in a worker."""
+    from engine.models import arch_info
     from engine.weights import weights_status
 
-    return arch, weights_status(arch)
-
-
+    status = weights_status(arch)
+    try:
+        size: int | None = arch_info(arch).input_size
+    except Exception:  # noqa: BLE001 - the size is a hint; the status is what matters
+        size = None
+    return arch, status, size
 
 
 def format_params(params: int) -> str:
-    return f"{params / 1e6:.1f} M params"
+    """Parameters and the float32 weights' size on disk, e.g. '11.7 M params (45 MB)'."""
+    return f"{params / 1e6:.1f} M params ({params * 4 / 2**20:.0f} MB)"
 
 
 def format_lr(lr: float) -> str:
@@ -232,18 +240,20 @@ class TrainSettings(QWidget):
             return str(data)
         return text.split()[0] if text else ""
 
-    def _update_note(self) -> None:
+    def _update_note(self, size: int | None = None) -> None:
         name = self.arch_name()
         info = next((i for i in ARCHITECTURES if i.name == name), None)
-        self.arch_note.setText(
-            f"{info.family} family: {info.note}" if info
-            else "a timm model name (not in the curated list)"
-        )
+        text = (f"{info.family} · {format_params(info.params)} · {info.speed} · {info.note}"
+                if info else "a timm model name (not in the curated list)")
+        if size:
+            text += f" · pretrained at {size} px"
+        self.arch_note.setText(text)
 
-    def set_weights_status(self, arch: str, status: str) -> None:
+    def set_weights_status(self, arch: str, status: str, size: int | None = None) -> None:
         """Show what the engine found for ``arch`` (ignored if the user moved on)."""
         if arch != self.arch_name():
             return
+        self._update_note(size)
         found = status.startswith("found")
         self.weights_label.setText(
             f"Pretrained weights: {status}" if found else

@@ -147,7 +147,7 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bo
     return nn.functional.cross_entropy(logits, targets, reduction="none")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def validate(
     ctx: LoopContext, loader: BatchLoader, epoch: int, size: int, *, multi_label: bool
 ) -> Scores:

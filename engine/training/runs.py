@@ -19,7 +19,9 @@ between the two writes can never pair weights with the wrong epoch.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 
 from engine import paths
-from engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from engine.atomic import atomic_write_json, atomic_write_text
 from engine.errors import ConfigError, ModelFileError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -154,17 +156,40 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     scalars: dict[str, Any],
 ) -> Path:
-    """Write model + optimizer tensors and ``scalars`` (epoch, history, ...) atomically."""
-    from safetensors.torch import save
+    """Write model + optimizer tensors and ``scalars`` (epoch, history, ...) atomically.
 
-    tensors = {_MODEL + k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+    safetensors writes straight into a temp file next to the target (no second in-memory
+    copy of the weights), which is fsynced and renamed over the old checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {_MODEL + k: _plain(v) for k, v in model_state.items()}
     optim_tensors, optim_meta = flatten_optimizer(optimizer_state)
     tensors.update(optim_tensors)
     header = dict(scalars, optimizer=optim_meta)
-    blob = save(tensors, metadata={_HEADER_KEY: json.dumps(header)})
-    path = atomic_write_bytes(run_dir / CHECKPOINT, blob)
+    path = run_dir / CHECKPOINT
+    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=run_dir)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header)})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     atomic_write_json(run_dir / CHECKPOINT_JSON, scalars)
     return path
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor with its own storage (copied only when it is not one)."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        return tensor.to("cpu").contiguous()
+    if tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.nbytes:
+        return tensor
+    return tensor.contiguous().clone()
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict]:

@@ -32,13 +32,7 @@ def load_pretrained(config: TrainConfig) -> tuple[dict[str, torch.Tensor] | None
             return None, "random init", None
         return weights.load_weights(source), source.describe(), source.tag
     path = Path(config.pretrained).expanduser()
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":  # zip or legacy torch.save
-        state = weights.read_torch_weights(path)
-    else:
-        state = weights.read_safetensors(path)
-    return weights.convert_state(config.arch, state), f"file {path}", None
+    return weights.read_weights_file(path, config.arch), f"file {path}", None
 
 
 def random_init_message(config: TrainConfig) -> str:

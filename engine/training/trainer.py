@@ -34,6 +34,7 @@ from engine.training import runs
 from engine.training.builders import build_session, load_run_config, restore_session
 from engine.training.config import TrainConfig
 from engine.training.device import torch_threads
+from engine.training.loop import NonFiniteLoss
 from engine.training.schedule import Cycle, discriminative_lrs
 from engine.training.session import Session
 
@@ -170,16 +171,10 @@ def _run(session: Session) -> TrainResult:
             current = phase
         try:
             row = session.run_epoch(epoch, total, phase.name, phase.cycle, phase.first_epoch)
-        except _non_finite() as err:
+        except NonFiniteLoss as err:
             raise _nan_error(session, err) from err
         session.epoch_finished(row, total)
     return _finish(session)
-
-
-def _non_finite() -> type[Exception]:
-    from engine.training.loop import NonFiniteLoss
-
-    return NonFiniteLoss
 
 
 def _nan_error(session: Session, err: Exception) -> TrainingError:

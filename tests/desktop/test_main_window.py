@@ -252,3 +252,24 @@ def test_keyboard_shortcuts_switch_tabs(window, qtbot):
     shortcuts = {a.text(): a.shortcut().toString() for a in actions}
     assert shortcuts["&Train"] == "Ctrl+T" and shortcuts["&Stop"] == "Ctrl+."
     assert shortcuts["&Quit"] == "Ctrl+Q"
+
+
+def test_start_up_reopens_the_last_project_with_its_settings(qtbot, window):
+    context = window.context
+    with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
+        context.open_sample()
+    context.project.training = {"arch": "resnet18", "epochs": 9}
+    context.save_project()
+    window.tabs.setCurrentWidget(window.start_page)
+    window.save_state()
+    again = MainWindow(AppContext())
+    qtbot.addWidget(again)
+    again.show()
+    with qtbot.waitSignal(again.context.dataPrepared, timeout=60_000):
+        again.after_first_paint()
+    assert again.context.project.root == sample_dir().resolve()
+    assert again.context.project.label.spec == "upper:animal,food"
+    assert again.tabs.currentWidget() is again.start_page  # restored tab stays in front
+    qtbot.waitUntil(lambda: again.context.engine_ready, timeout=60_000)
+    assert again.train_page.settings.epochs.value() == 9
+    assert again.context.runner.shutdown(60_000)

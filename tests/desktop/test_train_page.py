@@ -43,6 +43,7 @@ def test_missing_weights_offer_import_and_download(train_page):
     settings = train_page.settings
     assert "not found" in settings.weights_label.text()  # isolated, empty weight caches
     assert not settings.import_button.isHidden() and not settings.download_button.isHidden()
+    assert "pretrained at 224 px" in settings.arch_note.text()  # resnet34's timm config
 
 
 def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot, messages,

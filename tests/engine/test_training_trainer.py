@@ -371,3 +371,46 @@ def test_train_save_and_load_never_touch_the_network(folder):
     assert _BLOCKED == []
     assert loaded.meta.classes == ("blue", "red")
     assert loaded.meta.training["pretrained"] == "random init"
+
+
+# -- multi-label and warnings -----------------------------------------------------------------
+
+
+def test_multi_label_trains_with_bce_thresholds_and_multi_label_metrics(folder, tmp_path):
+    rows = ["file,labels"]
+    for path in sorted(folder.rglob("*.png")):
+        rel = path.relative_to(folder).as_posix()
+        colour = path.parent.name
+        tags = [colour] + (["odd"] if int(path.stem[-2:]) % 2 else [])
+        rows.append(f"{rel},{';'.join(tags)}")
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    spec = DataSpec(folder, parse_label_rule(f"csv+multi:{csv_file}"),
+                    parse_split_rule("random:0.25", seed=1))
+    prepared = prepare_data(spec)
+    assert prepared.plan.multi_label
+    events = _Recorder()
+    result = train(prepared, _config(epochs=1), on_event=events)
+    metrics = events.of(EpochEnded)[0].metrics
+    assert {"accuracy_multi", "f1", "error_rate"} <= set(metrics)
+    assert "accuracy" not in metrics
+    assert 0.0 <= metrics["f1"] <= 1.0
+    from engine.bundle import read_bundle_meta
+
+    meta = read_bundle_meta(result.bundle_path)
+    assert meta.multi_label and meta.thresholds == (0.5, 0.5, 0.5)
+    assert set(meta.classes) == {"blue", "odd", "red"}
+    assert result.report["confusion"] is None
+    assert {row["class"] for row in result.report["per_class"]} == set(meta.classes)
+
+
+def test_overfitting_rule_needs_two_rises_of_valid_loss_while_train_loss_falls():
+    from engine.training.session import _overfitting
+
+    def hist(valid, train_):
+        return [{"valid_loss": v, "train_loss": t} for v, t in zip(valid, train_, strict=True)]
+
+    assert _overfitting(hist([0.5, 0.6, 0.7], [0.9, 0.8, 0.7]))
+    assert not _overfitting(hist([0.5, 0.6], [0.9, 0.8]))
+    assert not _overfitting(hist([0.5, 0.6, 0.55], [0.9, 0.8, 0.7]))  # one rise only
+    assert not _overfitting(hist([0.5, 0.6, 0.7], [0.9, 0.8, 0.85]))  # both rising
