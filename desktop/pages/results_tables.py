@@ -28,32 +28,6 @@ from PySide6.QtWidgets import (
 
 from desktop.widgets.mpl_canvas import MplCanvas
 
-
-def read_test_looks(bundle_path: Path, *, on_event: Any = None, cancel: Any = None) -> int:
-    """How many times the test set was evaluated with this bundle, without counting one.
-
-    Mirrors where ``engine.training.evaluate.record_test_look`` keeps the count: the run
-    record when the bundle's run folder is here, else a record keyed by the bundle's hash.
-    """
-    import json
-
-    from engine import paths
-    from engine.bundle import read_bundle_meta
-    from engine.training import runs
-    from engine.weights import sha256_file
-
-    run_dir = read_bundle_meta(bundle_path).training.get("run_dir")
-    if run_dir and (Path(run_dir) / "config.json").is_file():
-        return int(runs.read_record(Path(run_dir)).get("test_looks", 0))
-    record = paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
-    if not record.is_file():
-        return 0
-    try:
-        return int(json.loads(record.read_text(encoding="utf-8")).get("test_looks", 0))
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
@@ -170,7 +144,9 @@ class TestSetPanel(QWidget):
         path = self._context.model_path
         if path is None:
             return
-        worker = self._context.runner.start(read_test_looks, Path(path), name="test-looks")
+        from engine.training.evaluate import test_looks
+
+        worker = self._context.runner.start(test_looks, Path(path), name="test-looks")
         worker.finished.connect(lambda looks: self._on_looks(path, looks))
 
     def _on_looks(self, path: Path, looks: int) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from engine import paths
 from engine.atomic import atomic_write_json
-from engine.errors import DatasetError
+from engine.errors import ConfigError, DatasetError
 from engine.events import CancelToken, EventCallback, WarningEvent, ignore_event
 from engine.training import runs
 from engine.training.batches import BatchLoader
@@ -132,24 +132,60 @@ def _score(model, meta, items, device: str, batch_size: int, cancel) -> Scores:
     return Scores(all_logits, targets, per_sample_loss(all_logits, targets, meta.multi_label))
 
 
+def _looks_run_dir(training: dict[str, Any]) -> Path | None:
+    """The bundle's run folder when it exists on this machine (the count lives there)."""
+    run_dir = Path(training["run_dir"]) if training.get("run_dir") else None
+    return run_dir if run_dir is not None and (run_dir / "config.json").is_file() else None
+
+
+def _looks_record(bundle_path: Path) -> Path:
+    """Where looks are counted for a bundle whose run folder is not on this machine."""
+    from engine.weights import sha256_file
+
+    return paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
+
+
+def test_looks(bundle_path: Path, **_worker_kwargs: Any) -> int:
+    """How many times the test set was evaluated with this bundle, without counting one.
+
+    Reads where :func:`record_test_look` writes; a missing or unreadable record counts
+    as 0. Extra keyword arguments (``on_event``/``cancel`` from a GUI worker) are ignored:
+    this is a couple of small file reads.
+    """
+    from engine.bundle import read_bundle_meta
+
+    bundle_path = Path(bundle_path)
+    run_dir = _looks_run_dir(read_bundle_meta(bundle_path).training)
+    if run_dir is not None:
+        return int(runs.read_record(run_dir).get("test_looks", 0))
+    record = _looks_record(bundle_path)
+    if not record.is_file():
+        return 0
+    try:
+        return int(runs.read_json(record.parent, record.name).get("test_looks", 0))
+    except (ConfigError, ValueError, OSError, AttributeError):
+        return 0
+
+
+test_looks.__test__ = False  # a library function, not a pytest test
+
+
 def record_test_look(bundle_path: Path, training: dict[str, Any]) -> int:
     """Count one more look at the test set; return the new total.
 
     The count goes into the bundle's run record (run.json) when that run folder exists
     here, else into ``data_dir()/test_looks/<sha256 of the bundle>.json``.
     """
-    run_dir = Path(training.get("run_dir", "")) if training.get("run_dir") else None
+    run_dir = _looks_run_dir(training)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if run_dir is not None and (run_dir / "config.json").is_file():
+    if run_dir is not None:
         record = runs.read_record(run_dir)
         looks = int(record.get("test_looks", 0)) + 1
         runs.update_record(
             run_dir, test_looks=looks, test_look_times=[*record.get("test_look_times", []), stamp]
         )
         return looks
-    from engine.weights import sha256_file
-
-    path = paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
+    path = _looks_record(bundle_path)
     record = runs.read_json(path.parent, path.name) if path.is_file() else {}
     looks = int(record.get("test_looks", 0)) + 1
     atomic_write_json(

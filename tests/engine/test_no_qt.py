@@ -10,6 +10,7 @@ from pathlib import Path
 import engine
 
 ENGINE_DIR = Path(engine.__file__).parent
+QT_IMPORTS = ("import PySide6", "from PySide6", "import desktop", "from desktop")
 
 
 def _engine_modules() -> list[str]:
@@ -30,7 +31,8 @@ def test_importing_every_engine_module_loads_no_qt():
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'desktop', 'shiboken6'))\n"
+        "qt = ('PySide6', 'desktop', 'shiboken6')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in qt)\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run(
@@ -44,6 +46,6 @@ def test_no_engine_source_mentions_qt_imports():
     for path in ENGINE_DIR.rglob("*.py"):
         for line in path.read_text(encoding="utf-8").splitlines():
             stripped = line.strip()
-            if stripped.startswith(("import PySide6", "from PySide6", "import desktop", "from desktop")):
+            if stripped.startswith(QT_IMPORTS):
                 offenders.append(f"{path}: {stripped}")
     assert offenders == []

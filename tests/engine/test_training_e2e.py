@@ -99,9 +99,12 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     assert "valid set" in out and "precision" in out and "test-set looks" not in out
 
     from engine.bundle import read_bundle_meta
+    from engine.training.evaluate import test_looks
 
     run = Path(read_bundle_meta(out_file).training["run_dir"])
     assert json.loads((run / "run.json").read_text())["test_looks"] == 2
+    assert test_looks(out_file) == 2  # reading the count does not add a look
+    assert test_looks(out_file) == 2
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
     assert code == 0
     assert json.loads(out.splitlines()[-1])["model"] == str(out_file)

@@ -236,3 +236,19 @@ def test_one_cycle_handles_tiny_step_counts(steps):
             opt.step()
             sched.step()
         assert all(math.isfinite(g["lr"]) for g in opt.param_groups)
+
+
+
+def test_test_looks_counts_per_bundle_without_a_run_folder(tmp_path):
+    """A bundle from elsewhere (no run folder here) is counted in a per-bundle record,
+    and reading the count never adds a look."""
+    from engine.training.evaluate import record_test_look, test_looks
+    from tests.engine.predict_helpers import make_bundle
+
+    bundle = make_bundle(tmp_path / "elsewhere.loupe")
+    assert test_looks(bundle) == 0
+    training = {"run_dir": str(tmp_path / "missing-run")}
+    assert record_test_look(bundle, training) == 1
+    assert record_test_look(bundle, training) == 2
+    assert test_looks(bundle) == 2
+    assert test_looks(bundle) == 2
