@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -65,7 +66,13 @@ class ModelsPage(QWidget):
         context.modelChanged.connect(self._show_model)
         context.trainingFinished.connect(lambda _result: self.refresh_runs())
         self._show_model()
-        self.refresh_runs()
+        self._runs_listed = False  # listing imports torch: wait until the page is shown
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if not self._runs_listed:
+            self._runs_listed = True
+            self.refresh_runs()
 
     # -- layout ---------------------------------------------------------------------------
     def _build(self) -> None:
