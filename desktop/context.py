@@ -156,10 +156,15 @@ class AppContext(QObject):
         worker = self.runner.start(scan_and_prepare, self.project.data_spec(), name="scan")
         worker.finished.connect(lambda state, w=worker: self._on_data(w, state))
         worker.errored.connect(lambda exc: self.report_error("Cannot read the folder", exc))
-        worker.cancelled.connect(lambda: self.statusMessage.emit("Scan cancelled"))
+        worker.cancelled.connect(lambda w=worker: self._on_scan_cancelled(w))
         self.scan_worker = worker
         self.scanStarted.emit(worker)
         return worker
+
+    def _on_scan_cancelled(self, worker: EngineWorker) -> None:
+        # A scan superseded by a newer one (another folder opened) is not news to the user.
+        if worker is self.scan_worker:
+            self.statusMessage.emit("Scan cancelled")
 
     def relabel(self) -> EngineWorker | None:
         """Re-apply the project's (edited) label and split rules to the last scan.

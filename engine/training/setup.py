@@ -37,16 +37,17 @@ def load_pretrained(config: TrainConfig) -> tuple[dict[str, torch.Tensor] | None
 
 def random_init_message(config: TrainConfig) -> str:
     why = (
-        "as asked (--pretrained none)"
+        "as asked (pretrained: none)"
         if config.pretrained == "none"
         else f"because no pretrained weights for {config.arch} were found on this machine"
     )
     return (
         f"TRAINING FROM RANDOM INITIALISATION {why}. Expect far lower accuracy than "
         "fine-tuning pretrained weights, especially on small datasets; no frozen phase, "
-        "normalization computed from your images. To fine-tune instead: "
-        f"`loupe weights import FILE --arch {config.arch}` or "
-        f"`loupe weights download {config.arch}`."
+        "normalization computed from your images. To fine-tune instead, import or "
+        "download the weights (the Train page's Import…/Download… buttons, or "
+        f"`loupe weights import FILE --arch {config.arch}` / "
+        f"`loupe weights download {config.arch}`)."
     )
 
 
