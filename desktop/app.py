@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -196,6 +196,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def use_loupe_home_settings(environ: Mapping[str, str] | None = None) -> Path | None:
+    """Keep QSettings under ``LOUPE_HOME/config`` when LOUPE_HOME is set.
+
+    LOUPE_HOME is how tests, scripts (screenshots, benchmarks) and portable installs keep
+    Loupe's state apart; without this the window state still went to the user's
+    ``~/.config/Loupe``, so an offscreen screenshot run left a geometry the next real
+    start could not restore ("settings were damaged"). Returns the folder, or None.
+    """
+    from PySide6.QtCore import QSettings
+
+    home = (os.environ if environ is None else environ).get("LOUPE_HOME")
+    if not home:
+        return None
+    folder = Path(home) / "config"
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    return folder
+
+
 def create_application(argv: Sequence[str]):  # -> QApplication
     """High-DPI policy, QApplication, name, icon, style and palette."""
     from PySide6.QtCore import Qt
@@ -218,6 +237,7 @@ def create_application(argv: Sequence[str]):  # -> QApplication
     app.setOrganizationName("Loupe")
     app.setApplicationDisplayName("Loupe")
     app.setDesktopFileName("loupe")
+    use_loupe_home_settings()
     if icon_path().is_file():
         app.setWindowIcon(QIcon(str(icon_path())))
     apply_theme(app)

@@ -135,9 +135,11 @@ class AppContext(QObject):
         if label_spec is not None and (fresh or warnings):
             project.label = parse_label_rule(label_spec)
         self.project = project
-        self.data = DataState()
-        self.prepared = None
         self.projectChanged.emit()
+        # Forget the previous folder's results at once (and say so): otherwise the pages
+        # showed its files, counts and "Ready: N images" under the new folder's name
+        # until the scan finished, and for good when the scan was cancelled.
+        self.set_data(DataState())
         worker = self.scan()
         self.save_project()  # also puts the folder at the top of the recent list
         self.recentChanged.emit()
@@ -194,12 +196,10 @@ class AppContext(QObject):
     def set_data(self, state: DataState) -> None:
         """New scan/labelling/split results; ``dataPrepared`` when they are usable."""
         self.data = state
+        self.prepared = state.prepared  # before dataChanged: its listeners read it
         self.dataChanged.emit()
         if state.prepared is not None:
-            self.prepared = state.prepared
             self.dataPrepared.emit()
-        else:
-            self.prepared = None
 
     def set_prepared(self, prepared: Any) -> None:
         """Usable data from elsewhere (e.g. after relabelling in Results)."""

@@ -304,7 +304,9 @@ class MainWindow(QMainWindow):
     def _on_project_changed(self) -> None:
         project = self.context.project
         root = getattr(project, "root", None)
-        self.setWindowTitle(f"Loupe — {Path(root).name}" if root else "Loupe")
+        # Qt appends the application display name to a title that does not end with it,
+        # so "Loupe — pets" was shown as "Loupe — pets — Loupe".
+        self.setWindowTitle(f"{Path(root).name} — Loupe" if root else "Loupe")
         if self.tabs.currentWidget() is self.start_page and not self._reopening:
             self.tabs.setCurrentWidget(self.data_page)
 

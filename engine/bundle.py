@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -147,7 +148,27 @@ def save_bundle(path: Path | str, model: nn.Module, meta: BundleMeta | dict[str,
         for name, tensor in model.state_dict().items()
     }
     header = {META_KEY: json.dumps(meta.to_json(), sort_keys=True), "format": "pt"}
-    return atomic_write_bytes(path, save_safetensors(tensors, metadata=header))
+    try:
+        return atomic_write_bytes(path, save_safetensors(tensors, metadata=header))
+    except OSError as err:
+        raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
+
+
+def check_writable(path: Path | str) -> None:
+    """Fail now, not after hours of training, when the model file cannot be written there.
+
+    Creates the folder (as saving would) and a throwaway file next to where the bundle goes.
+    """
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as err:
+        raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
 
 
 def _check_outputs(path: Path, model: nn.Module, meta: BundleMeta) -> None:

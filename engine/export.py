@@ -88,10 +88,7 @@ def export_onnx(
     if path.suffix.lower() != ".onnx":
         raise ConfigError(f"ONNX file {path} must end in .onnx")
     on_event(Started("export", info={"format": "onnx", "path": str(path)}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_next_to(path)
     try:
         _torch_onnx_export(predictor, tmp, opset)
         onnx.checker.check_model(str(tmp))
@@ -110,6 +107,20 @@ def export_onnx(
         ))
     on_event(Finished("export", {"path": str(path), "max_abs_diff": diff}))
     return result
+
+
+def _temp_next_to(path: Path) -> Path:
+    """An empty temp file in ``path``'s folder (same file system, so os.replace is atomic).
+
+    An unwritable destination is a plain error naming the file, not a traceback.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise LoupeError(f"cannot write {path}: {err.strerror or err}") from err
+    os.close(fd)
+    return Path(tmp_name)
 
 
 def sidecar_path(onnx_path: Path) -> Path:
@@ -223,9 +234,7 @@ def export_torchscript(predictor: Predictor, path: str | Path) -> Path:
         warnings.simplefilter("ignore")
         with torch.inference_mode(False), torch.no_grad():
             traced = torch.jit.trace(predictor.model, dummy)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp_name = str(_temp_next_to(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, still works

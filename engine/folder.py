@@ -110,11 +110,11 @@ def _list_images(
     from engine.scan import scan_folder
 
     scan = scan_folder(root, on_event=on_event, cancel=cancel)
-    skip = [p.resolve() for p in (sort_into,) if p is not None]
-    own_csv = csv_path.resolve()
+    skip = [_real(p) for p in (sort_into,) if p is not None]
+    own_csv = _real(csv_path)
 
     def wanted(path: Path) -> bool:
-        resolved = path.resolve()
+        resolved = _real(path)
         return resolved != own_csv and not any(_is_within(resolved, s) for s in skip)
 
     paths = [item.path for item in scan.items if wanted(item.path)]
@@ -122,6 +122,12 @@ def _list_images(
     for path, reason in rejected:
         on_event(WarningEvent("rejected-file", f"{path}: {reason}"))
     return sorted(paths), rejected
+
+
+def _real(path: Path) -> Path:
+    """``Path.resolve`` that never raises: a symlink loop in the folder (which the scan
+    reports as a rejected file) raises RuntimeError from ``resolve`` on Python < 3.13."""
+    return Path(os.path.realpath(path))
 
 
 def _is_within(path: Path, folder: Path) -> bool:

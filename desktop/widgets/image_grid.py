@@ -90,7 +90,23 @@ def load_thumbnail(item: GridItem, size: int) -> QImage:
         from engine.imageio import load_rgb
 
         img = load_rgb(item.path, min_short_side=size)
-    return pil_to_qimage(fit_image(img, size))
+    return square_qimage(fit_image(img, size), size)
+
+
+def square_qimage(img: Any, size: int) -> QImage:
+    """``img`` centred on a transparent ``size``×``size`` canvas.
+
+    Every cell then has the same decoration size, which the grid's uniform item sizes
+    and fixed grid assume: with true-size pixmaps the first item's shape decided every
+    cell's, so tall thumbnails were cut in half and captions landed on other images.
+    """
+    from PIL import Image
+
+    canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    canvas.paste(img.convert("RGB"), ((size - img.width) // 2, (size - img.height) // 2))
+    arr = np.ascontiguousarray(np.asarray(canvas), dtype=np.uint8)
+    image = QImage(arr.data, size, size, 4 * size, QImage.Format.Format_RGBA8888)
+    return image.copy()
 
 
 def fit_image(img: Any, size: int) -> Any:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-from engine.errors import LoupeError
+from engine.errors import CancelledError, LoupeError
 
 # Sub-command modules under engine.cli, in the order ``loupe --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -51,12 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`loupe ... | head`): not an error worth a traceback.
+        # Point stdout at devnull so Python's exit-time flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (KeyboardInterrupt, CancelledError):
+        print(f"loupe {args.command}: interrupted", file=sys.stderr)
+        return 130
     except LoupeError as err:
         print(f"loupe {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"loupe {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

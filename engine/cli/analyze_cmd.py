@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from engine.cli.common import add_data_options, data_spec_from_args
+from engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 from engine.cli.predict_cmd import _positive, _probability
 
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="the .loupe model file")
     parser.add_argument("root", metavar="ROOT", help="the image folder the model was trained on")
-    add_data_options(parser)
+    add_data_options(parser, model_defaults=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures")
     parser.add_argument("--top-losses", type=_positive, default=9, metavar="K",
                         help="how many top-loss images to show (default 9)")
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.predict import Predictor
 
     predictor = Predictor.from_file(args.model, device=args.device)
+    apply_model_defaults(args, args.model)
     prepared = prepare_data(data_spec_from_args(args))
     items = prepared.plan.test if args.test else prepared.plan.valid
     if not items:

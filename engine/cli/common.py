@@ -8,8 +8,14 @@ desktop) apply by default, so the CLI trains on the labels the user cleaned ther
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from engine.errors import LoupeError
+from engine.events import CancelToken
 from engine.labels import RULE_SPELLINGS, parse_label_rule
 from engine.splits import SPLIT_SPELLINGS, parse_split_rule
 
@@ -33,24 +39,42 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """Add --label, --split, --seed, --test-fraction, --subset, --group-check, --max-pixels."""
+DATA_DEFAULTS = {"label": "parent", "split": "random:0.2", "seed": 42,
+                 "test_fraction": 0.0, "subset": 1.0}
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, model_defaults: bool = False) -> None:
+    """Add --label, --split, --seed, --test-fraction, --subset, --group-check, --max-pixels.
+
+    With ``model_defaults`` (evaluate, analyze) the label and split options left out are
+    taken from the model (:func:`apply_model_defaults`): scoring with another split or seed
+    than training used would put training images in the "validation" set and report a
+    flattering, wrong accuracy.
+    """
+    def default(key: str):
+        return None if model_defaults else DATA_DEFAULTS[key]
+
+    def shown(key: str) -> str:
+        return "as the model was trained" if model_defaults else str(DATA_DEFAULTS[key])
+
     group = parser.add_argument_group("data options")
     group.add_argument(
-        "--label", metavar="RULE", default="parent",
-        help=f"how files get their label: {RULE_SPELLINGS} (default: parent)",
+        "--label", metavar="RULE", default=default("label"),
+        help=f"how files get their label: {RULE_SPELLINGS} (default: {shown('label')})",
     )
     group.add_argument(
-        "--split", metavar="SPLIT", default="random:0.2",
-        help=f"how files are split: {SPLIT_SPELLINGS} (default: random:0.2)",
+        "--split", metavar="SPLIT", default=default("split"),
+        help=f"how files are split: {SPLIT_SPELLINGS} (default: {shown('split')})",
     )
-    group.add_argument("--seed", type=int, default=42, help="seed of the random split (42)")
+    group.add_argument("--seed", type=int, default=default("seed"),
+                       help=f"seed of the random split (default: {shown('seed')})")
     group.add_argument(
-        "--test-fraction", type=_fraction, default=0.0, metavar="F",
-        help="hold out this fraction as a test set, locked against seed changes (default 0)",
+        "--test-fraction", type=_fraction, default=default("test_fraction"), metavar="F",
+        help="hold out this fraction as a test set, locked against seed changes "
+        f"(default: {shown('test_fraction')})",
     )
     group.add_argument(
-        "--subset", type=_fraction, default=1.0, metavar="F",
+        "--subset", type=_fraction, default=default("subset"), metavar="F",
         help="keep this fraction of each class for a quick first experiment (default 1)",
     )
     group.add_argument(
@@ -65,6 +89,38 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "--no-overrides", action="store_true",
         help="ignore per-file corrections saved in this folder's project",
     )
+
+
+def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
+    """Fill the data options the user left out with those the model was trained with.
+
+    The bundle records the label rule, split and seed; the run folder, when it is still on
+    this machine, also has the test fraction and the resolved CSV path. Reads only the
+    bundle's header, so a bad model file is reported before the folder is scanned.
+    """
+    import json
+
+    from engine.bundle import read_bundle_meta
+
+    training = dict(read_bundle_meta(model).training or {})
+    recorded: dict[str, object] = {
+        "label": training.get("label_rule"), "split": training.get("split_rule"),
+        "seed": training.get("seed"),
+    }
+    data_file = Path(str(training.get("run_dir", ""))) / "data.json"
+    if training.get("run_dir") and data_file.is_file():
+        try:
+            data = json.loads(data_file.read_text(encoding="utf-8"))
+            from engine.labels import LabelRule
+
+            recorded["label"] = LabelRule.from_json(data["label"]).spec
+            recorded["test_fraction"] = float(data["split"]["test_fraction"])
+        except (OSError, ValueError, KeyError, TypeError, LoupeError):
+            pass  # the bundle's own record is enough
+    for key, fallback in DATA_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            value = recorded.get(key) if key != "subset" else None
+            setattr(args, key, fallback if value is None else value)
 
 
 def data_spec_from_args(args: argparse.Namespace):
@@ -87,3 +143,30 @@ def data_spec_from_args(args: argparse.Namespace):
         overrides = load_project(root)[0].overrides
     max_pixels = args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS
     return DataSpec(root, label, split, overrides, max_pixels=max_pixels)
+
+
+@contextmanager
+def sigint_cancels() -> Iterator[CancelToken]:
+    """Turn the first Ctrl+C into a cancel request, so long work stops cleanly.
+
+    Without this, SIGINT raises KeyboardInterrupt wherever Python happens to be (inside a
+    checkpoint write, a worker join...), and the run is recorded as failed. With it, the
+    engine sees a cancelled token at its next batch, keeps its checkpoint and raises
+    CancelledError. A second Ctrl+C still interrupts at once, for a user who cannot wait.
+    """
+    token = CancelToken()
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield token  # not ours to handle (worker thread, or launched with SIGINT ignored)
+        return
+
+    def _handler(signum: int, frame: object) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield token
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from engine.cli.common import add_data_options, data_spec_from_args
+from engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="the .loupe model file")
     parser.add_argument("root", metavar="ROOT", help="the folder of images")
-    add_data_options(parser)
+    add_data_options(parser, model_defaults=True)
     parser.add_argument("--test", action="store_true",
                         help="score the locked test set (each look is counted)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.dataset import prepare_data
     from engine.training import evaluate
 
+    apply_model_defaults(args, args.model)
     prepared = prepare_data(data_spec_from_args(args))
     result = evaluate(args.model, prepared, test=args.test, device=args.device)
     if args.json:

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label}: {count}")
     if result.copied:
         print(f"{len(result.copied)} copies written under {args.sort_into} (originals untouched)")
-    if result.failed or result.rejected:
-        print(f"{len(result.failed)} unreadable, {len(result.rejected)} rejected "
+    if result.failed:  # rejected files are failed rows too: count each once
+        unreadable = len(result.failed) - len(result.rejected)
+        print(f"{unreadable} unreadable, {len(result.rejected)} rejected "
               "(see the CSV's error column and the warnings above)")
     return 0

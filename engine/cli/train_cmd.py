@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from engine.cli.common import add_data_options, data_spec_from_args
-from engine.errors import ConfigError
+from engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
+from engine.errors import CancelledError, ConfigError
 from engine.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
 
 EPOCH_KEYS = ("epoch", "train_loss", "valid_loss", "error_rate", "seconds")
@@ -78,6 +78,8 @@ class EpochPrinter:
         self.out, self.err, self.as_json = out, err, as_json
         self.bar = err.isatty()
         self.phase: str | None = None
+        self.run_dir: str | None = None
+        self.epochs_done = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started) and event.task == "train":
@@ -92,6 +94,8 @@ class EpochPrinter:
             self._finished(event)
 
     def _started(self, event: Started) -> None:
+        self.run_dir = event.info.get("run_dir")
+        self.epochs_done = int(event.info.get("resumed_at_epoch") or 0)
         if self.as_json:
             return
         i = event.info
@@ -130,6 +134,7 @@ class EpochPrinter:
             self.err.flush()
 
     def _epoch(self, event: EpochEnded) -> None:
+        self.epochs_done = event.epoch
         m = event.metrics
         row = {"epoch": event.epoch, "train_loss": m["train_loss"], "valid_loss": m["valid_loss"],
                "error_rate": m["error_rate"], "seconds": round(m["seconds"], 3)}
@@ -170,17 +175,35 @@ def run(args: argparse.Namespace) -> int:
     from engine.training import resume, train
 
     printer = EpochPrinter(sys.stdout, sys.stderr, as_json=args.json)
-    if args.resume:
-        _check_resume_root(args)
-        resume(args.resume, on_event=printer)
-        return 0
-    config = config_from_args(
-        args, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
-        out=args.out, progressive_resize=args.progressive_resize,
-    )
-    prepared = prepare_data(data_spec_from_args(args), on_event=printer)
-    train(prepared, config, on_event=printer)
+    with sigint_cancels() as cancel:
+        try:
+            if args.resume:
+                _check_resume_root(args)
+                resume(args.resume, on_event=printer, cancel=cancel)
+                return 0
+            config = config_from_args(
+                args, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
+                out=args.out, progressive_resize=args.progressive_resize,
+            )
+            prepared = prepare_data(data_spec_from_args(args), on_event=printer, cancel=cancel)
+            train(prepared, config, on_event=printer, cancel=cancel)
+        except CancelledError:
+            sys.stderr.write(_stopped_line(args, printer) + "\n")
+            return 130
     return 0
+
+
+def _stopped_line(args: argparse.Namespace, printer: EpochPrinter) -> str:
+    """Say what was kept and how to go on, so an interrupted run is not a lost one."""
+    printer._clear_bar()
+    if printer.run_dir is None:
+        return "loupe train: interrupted before training started; nothing was saved"
+    run_id = Path(printer.run_dir).name
+    if not printer.epochs_done:
+        return (f"loupe train: interrupted before the first epoch finished; no checkpoint "
+                f"(run folder {printer.run_dir})")
+    return (f"loupe train: interrupted; the checkpoint of epoch {printer.epochs_done} is kept "
+            f"in {printer.run_dir}; continue with: loupe train {args.root} --resume {run_id}")
 
 
 def _check_resume_root(args: argparse.Namespace) -> None:

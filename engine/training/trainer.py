@@ -106,6 +106,10 @@ def train(
     events = ThrottledCallback(on_event)
     session: Session | None = None
     try:
+        if config.out is not None:
+            from engine.bundle import check_writable
+
+            check_writable(config.out)
         seed_everything(config.seed)
         with torch_threads(config.threads):
             session = build_session(prepared, config, events, cancel)
@@ -141,15 +145,17 @@ def resume(
 
 def _report_failure(err: BaseException, session: Session | None, events: EventCallback) -> None:
     """Make the last checkpoint durable, record the status, then send the final event."""
-    status = "cancelled" if isinstance(err, CancelledError) else "failed"
+    # Ctrl+C that got past the CLI's cancel token is still the user stopping the run.
+    cancelled = isinstance(err, CancelledError | KeyboardInterrupt)
+    status = "cancelled" if cancelled else "failed"
     if session is not None:
         try:
             session.flush()
         except Exception as write_error:  # already failing: record it, keep the first error
             runs.update_record(session.run_dir, checkpoint_error=str(write_error))
         runs.update_record(session.run_dir, status=status, error=str(err) or type(err).__name__)
-    if isinstance(err, CancelledError):
-        events(Cancelled("train", str(err)))
+    if cancelled:
+        events(Cancelled("train", str(err) or "interrupted"))
     elif isinstance(err, TrainingError):
         events(Failed("train", str(err), getattr(err, "advice", "")))
     elif isinstance(err, Exception):
@@ -198,7 +204,7 @@ def _finish(session: Session) -> TrainResult:
     metrics = dict(report.get("metrics", {}))
     if session.history:
         metrics.update({k: v for k, v in session.history[-1].items() if k != "phase"})
-    runs.update_record(session.run_dir, status="finished", bundle=str(bundle_path))
+    runs.update_record(session.run_dir, status="finished", bundle=str(bundle_path), error=None)
     session.events(
         Finished(
             "train",

@@ -53,11 +53,13 @@ IDLE_S = 5.0
 RESULT_PREFIX = "BENCH-RESULT "
 PAINT_TAB_ENV = "LOUPE_BENCH_LAST_TAB"
 PAINT_TABS = ("Start", "Train")
-# The control process: sleep 10 ms, note the time, until the stop file appears.
+# The control process: sleep 10 ms, note the time, until the stop file appears (or its
+# parent is gone, or an hour has passed: it must never outlive a failed benchmark).
 CONTROL_SCRIPT = (
     "import json, os, sys, time\n"
-    "ticks = [time.perf_counter()]\n"
-    "while not os.path.exists(sys.argv[1]):\n"
+    "ticks, parent = [time.perf_counter()], os.getppid()\n"
+    "while not os.path.exists(sys.argv[1]) and os.getppid() == parent"
+    " and ticks[-1] - ticks[0] < 3600:\n"
     "    time.sleep(0.01)\n"
     "    ticks.append(time.perf_counter())\n"
     "print(json.dumps(ticks))\n"

@@ -15,6 +15,7 @@ from desktop.context import AppContext
 from desktop.main_window import MainWindow
 from engine.project import project_file
 from engine.resources import sample_dir
+from tests.desktop.views_fixtures import make_dataset
 
 TINY = {"arch": "resnet18", "size": 32, "freeze_epochs": 0, "pretrained": "none",
         "batch_size": 32}
@@ -273,3 +274,27 @@ def test_start_up_reopens_the_last_project_with_its_settings(qtbot, window):
     qtbot.waitUntil(lambda: again.context.engine_ready, timeout=60_000)
     assert again.train_page.settings.epochs.value() == 9
     assert again.context.runner.shutdown(60_000)
+
+
+def test_opening_another_folder_forgets_the_previous_folders_results(window, qtbot, tmp_path):
+    first = make_dataset(tmp_path / "first", per_class=4)
+    with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
+        window.open_folder(first)
+    assert window.data_page.preview_model.rowCount() == 8
+    window.open_folder(make_dataset(tmp_path / "second", per_class=3))
+    with qtbot.waitSignal(window.context.runner.idle, timeout=30_000):
+        window.data_page.cancel_scan()  # cancelled before it read a file
+    assert window.context.data.scan is None and window.context.prepared is None
+    assert window.data_page.preview_model.rowCount() == 0
+    assert window.data_page.summary.text() == ""
+    assert "Ready" not in window.train_page.status.text()
+    assert not window.train_page.start_button.isEnabled()
+
+
+def test_window_title_names_the_folder_once_and_loupe_once(window, qtbot, tmp_path):
+    with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
+        window.open_folder(make_dataset(tmp_path / "pets", per_class=3))
+    # Qt adds the display name unless the title already ends with it.
+    QGuiApplication.setApplicationDisplayName("Loupe")
+    assert window.windowTitle().startswith("pets")
+    assert window.windowTitle().endswith(QGuiApplication.applicationDisplayName())

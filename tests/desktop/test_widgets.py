@@ -98,6 +98,24 @@ def test_image_grid_decodes_off_the_ui_thread(qtbot, tmp_path, monkeypatch):
     assert model.data(model.index(0), Qt.ItemDataRole.DisplayRole) == "img0.png"
 
 
+def test_image_grid_cells_do_not_take_the_first_thumbnails_shape(qtbot):
+    # A wide first image used to fix every cell's size (uniform item sizes): tall
+    # thumbnails were then cut in half and captions drawn over the images.
+    grid = ImageGrid(thumb_size=48)
+    qtbot.addWidget(grid)
+    grid.resize(600, 300)
+    grid.show()
+    wide = GridItem(image=np.full((8, 40, 3), 50, np.uint8), caption="wide")
+    tall = [GridItem(image=np.full((40, 12, 3), 200, np.uint8), caption="tall") for _ in range(3)]
+    with qtbot.waitSignal(grid.grid_model.idle, timeout=10_000):
+        grid.set_items([wide, *tall])
+    grid.doItemsLayout()
+    for row in range(4):
+        assert grid.grid_model.thumbnail(row).size().toTuple() == (48, 48)
+        rect = grid.visualRect(grid.grid_model.index(row))
+        assert rect.width() >= 48 and rect.height() >= 48
+
+
 def test_image_grid_selection_and_context_menu(qtbot, tmp_path):
     paths = [make_image(tmp_path / f"s{i}.png", (0, 0, 200), seed=i) for i in range(3)]
     grid = ImageGrid(thumb_size=24)

@@ -97,6 +97,7 @@ def make_bundle(
     multi_label: bool = False,
     thresholds: Sequence[float] | None = None,
     seed: int = 0,
+    training: dict | None = None,
 ) -> Path:
     """A real ``.loupe`` bundle of a tiny timm model (random weights, seeded)."""
     from engine.bundle import save_bundle
@@ -110,5 +111,6 @@ def make_bundle(
         "multi_label": multi_label,
         "thresholds": list(thresholds) if thresholds is not None else None,
         "preprocessing": Preprocessing.for_size(size).to_json(),
+        "training": dict(training or {}),
     }
     return save_bundle(path, model, meta)

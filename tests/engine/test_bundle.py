@@ -114,6 +114,19 @@ def test_save_refuses_wrong_class_count_and_suffix(tmp_path, trained):
         bundle.save_bundle(tmp_path / "x.pt", model, meta)
 
 
+def test_an_unwritable_destination_is_a_model_file_error_naming_it(tmp_path, trained):
+    model, meta, _path = trained
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    target = blocker / "x.loupe"
+    with pytest.raises(ModelFileError, match="cannot write model file .*not-a-folder/x.loupe"):
+        bundle.check_writable(target)
+    with pytest.raises(ModelFileError, match="cannot write model file .*not-a-folder/x.loupe"):
+        bundle.save_bundle(target, model, meta)
+    bundle.check_writable(tmp_path / "new" / "y.loupe")  # a folder to create is fine
+    assert list((tmp_path / "new").iterdir()) == []  # and the probe is gone
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="nope.loupe not found"):
         bundle.load_bundle(tmp_path / "nope.loupe")

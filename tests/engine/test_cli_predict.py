@@ -137,6 +137,15 @@ def test_predict_folder_writes_csv_and_copies(tmp_path, bundle, capsys):
     assert "3 images predicted" in capsys.readouterr().out
 
 
+def test_predict_folder_summary_counts_a_rejected_file_once(tmp_path, bundle, capsys):
+    root = tmp_path / "incoming"
+    save_noise(root / "ok.png", seed=1)
+    (root / "empty.png").write_bytes(b"")
+    code = main(["predict-folder", str(bundle), str(root), "--csv", str(tmp_path / "p.csv")])
+    assert code == 0
+    assert "0 unreadable, 1 rejected" in capsys.readouterr().out
+
+
 def test_analyze_writes_figures_and_metrics(tmp_path, bundle, capsys):
     root = tmp_path / "data"
     for part, count in (("train", 2), ("valid", 2)):
@@ -154,6 +163,27 @@ def test_analyze_writes_figures_and_metrics(tmp_path, bundle, capsys):
     for name in ("confusion.png", "per_class.png", "top_losses.png", "embedding.png"):
         assert (out / name).stat().st_size > 1000
     assert "4 images" in capsys.readouterr().out
+
+
+def test_analyze_and_evaluate_default_to_the_split_the_model_was_trained_with(
+    tmp_path, capsys
+):
+    """Another split would score training images as validation ones: a flattering lie."""
+    root = tmp_path / "data"
+    for part, count in (("train", 6), ("valid", 1)):
+        for label in ("cat", "dog"):
+            for i in range(count):
+                save_noise(root / part / label / f"{label}{part}{i}.png", seed=i)
+    training = {"label_rule": "parent", "split_rule": "folders", "seed": 3}
+    model = make_bundle(tmp_path / "m.loupe", classes=("cat", "dog"), training=training)
+    code = main(["analyze", str(model), str(root), "--out", str(tmp_path / "r"), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["count"] == 2  # valid/ only
+    assert main(["evaluate", str(model), str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 2
+    # options given on the command line still win
+    assert main(["evaluate", str(model), str(root), "--split", "random:0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] != 2
 
 
 def test_export_cli_reports_parity(tmp_path, bundle, capsys):

@@ -65,6 +65,14 @@ def test_wrong_suffix_is_refused(tmp_path, predictor):
         export_onnx(predictor, tmp_path / "model.bin")
 
 
+def test_an_unwritable_destination_is_an_error_naming_the_file(tmp_path, predictor):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    with pytest.raises(LoupeError, match="cannot write .*file/model.onnx"):
+        export_onnx(predictor, tmp_path / "file" / "model.onnx")
+    with pytest.raises(LoupeError, match="cannot write .*file/model.pt"):
+        export_torchscript(predictor, tmp_path / "file" / "model.pt")
+
+
 def test_missing_onnx_says_how_to_install(monkeypatch):
     real_import = builtins.__import__
 

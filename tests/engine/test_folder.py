@@ -64,6 +64,17 @@ def test_csv_has_a_row_per_image_with_label_prob_and_topk(tmp_path, predictor):
                for e in events)
 
 
+def test_symlink_loops_in_the_folder_are_rejected_rows_not_a_crash(tmp_path, predictor):
+    root = _tree(tmp_path / "photos")
+    (root / "loopa.png").symlink_to("loopb.png")
+    (root / "loopb.png").symlink_to("loopa.png")
+    result = predict_folder(predictor, root, tmp_path / "out.csv", sort_into=tmp_path / "s")
+    rows = _read_csv(tmp_path / "out.csv")
+    loop = str(root.resolve() / "loopa.png")
+    assert loop in rows and rows[loop]["label"] == "" and rows[loop]["error"]
+    assert result.counts == {"red": 2, "blue": 1}
+
+
 def test_unknown_threshold_leaves_the_label_empty(tmp_path):
     root = tmp_path.resolve() / "photos"
     save_colour(root / "grey.png", (128, 128, 128))  # both logits 0: p = 0.5

@@ -122,6 +122,33 @@ def test_cli_train_prints_the_epoch_table(colours, capsys):
     assert "Saved model:" in out
 
 
+def test_cli_train_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(
+    colours, capsys, monkeypatch
+):
+    import os
+    import signal
+
+    from engine.training import loop as loop_module
+
+    real_step, calls = loop_module.train_step, []
+
+    def step(ctx, x, y):
+        calls.append(1)
+        if len(calls) == 5:  # first batch of epoch 2 (32 train images, batch 8)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(ctx, x, y)
+
+    monkeypatch.setattr(loop_module, "train_step", step)
+    code, out, err = _cli(capsys, "train", str(colours), *TRAIN_ARGS, "--epochs", "3")
+    assert code == 130 and "Traceback" not in err
+    assert len(calls) == 5  # stopped at the next batch, not at the end of training
+    line = err.strip().splitlines()[-1]
+    run = Path(out.split("Run folder: ")[1].splitlines()[0])
+    assert "checkpoint of epoch 1" in line and f"--resume {run.name}" in line
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_lr_find_suggests_a_rate_where_the_loss_falls(colours, tmp_path, capsys):
     spec = DataSpec(colours, parse_label_rule("parent"), parse_split_rule("random:0.2"))
     config = TrainConfig(arch="test_resnet", size=32, batch_size=8, pretrained="none", threads=1)

@@ -195,6 +195,30 @@ def test_cancel_stops_within_one_batch_and_keeps_a_usable_checkpoint(folder, mon
     assert optimizer_state["state"]  # AdamW moments survived
 
 
+def test_a_keyboard_interrupt_is_recorded_as_cancelled_not_failed(folder, monkeypatch):
+    def interrupt(n, x):
+        if n == 2:
+            raise KeyboardInterrupt
+
+    _counting_step(monkeypatch, interrupt)
+    events = _Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        train(_prepared(folder), _config(epochs=1), on_event=events)
+    assert isinstance(events[-1], Cancelled) and not events.of(Failed)
+    run_dir = Path(events.of(Started, "train")[0].info["run_dir"])
+    assert read_record(run_dir)["status"] == "cancelled"
+
+
+def test_an_unwritable_out_fails_before_the_first_batch(folder, tmp_path, monkeypatch):
+    from engine.errors import ModelFileError
+
+    calls = _counting_step(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelFileError, match="file/m.loupe"):
+        train(_prepared(folder), _config(epochs=1, out=str(tmp_path / "file" / "m.loupe")))
+    assert calls == []
+
+
 class _Killed(BaseException):
     """Stands in for the process dying (not an Exception: nothing may swallow it)."""
 
