@@ -14,8 +14,11 @@ from typing import Any
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # name the file the caller asked for, not our temp name
+        raise type(err)(err.errno, err.strerror, str(path)) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -63,6 +63,15 @@ def _no_labels_error(spec: DataSpec, labelling: Labelling) -> DatasetError:
     )
 
 
+def _rejected_summary(rejected) -> str:
+    """`` (N file(s) rejected: a.png: empty file, ...)`` so the user knows what to fix."""
+    if not rejected:
+        return " (no image files found; Loupe reads .jpg .jpeg .png .bmp .gif .webp .tif .tiff)"
+    shown = "; ".join(f"{r.rel}: {r.reason}" for r in rejected[:3])
+    more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    return f" ({len(rejected)} file(s) rejected: {shown}{more})"
+
+
 def prepare_data(
     spec: DataSpec,
     *,
@@ -78,8 +87,7 @@ def prepare_data(
     _check_root(spec.root)
     scan = scan_folder(spec.root, max_pixels=spec.max_pixels, on_event=on_event, cancel=cancel)
     if not scan.items:
-        rejected = f" ({len(scan.rejected)} file(s) rejected)" if scan.rejected else ""
-        raise DatasetError(f"no usable images in {spec.root}{rejected}")
+        raise DatasetError(f"no usable images in {spec.root}{_rejected_summary(scan.rejected)}")
     labelling = apply_label_rule(scan, spec.label, spec.overrides)
     if not labelling.labelled:
         if labelling.excluded and not labelling.unmatched:

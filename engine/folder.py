@@ -85,6 +85,11 @@ def predict_folder(
     csv_path = Path(csv_path).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    if csv_path.suffix.lower() != ".csv":
+        # A typo must not turn into writing a CSV over one of the user's pictures.
+        raise ConfigError(f"the CSV file {csv_path} must end in .csv")
+    if csv_path.is_dir():
+        raise ConfigError(f"the CSV file {csv_path} is a folder; give a file name ending in .csv")
     target = Path(sort_into).expanduser() if sort_into is not None else None
     if target is not None and target.exists() and not target.is_dir():
         raise ConfigError(f"--sort-into {target} exists and is not a folder")
@@ -93,7 +98,10 @@ def predict_folder(
     rows += [FolderRow(path, None, reason) for path, reason in rejected]
     rows.sort(key=lambda row: str(row.path))
     atomic_write_text(csv_path, rows_to_csv(rows))
-    counts = Counter(_folders_for(predictor, row.prediction)[0] for row in rows if row.prediction)
+    counts = Counter(  # every folder an image goes to: all positives when multi-label
+        folder for row in rows if row.prediction
+        for folder in _folders_for(predictor, row.prediction)
+    )
     copied: tuple[tuple[Path, Path], ...] = ()
     if target is not None:
         copied = _sort_copies(predictor, rows, target, on_event, cancel)

@@ -76,6 +76,11 @@ class LabelRuleEditor(QWidget):
         form.addRow("Label by", self.kind)
         form.addRow("Pattern", row)
         form.addRow("", self.multi)
+        # Each kind keeps its own pattern: "animal,food" (upper) is not a regex, and a
+        # half-typed regex is not label names, so switching kinds used to greet the user
+        # with an error about the other kind's text.
+        self._patterns: dict[str, str] = {}
+        self._shown_kind = self.current_kind()
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.pattern.textChanged.connect(self.changed)
         self.multi.toggled.connect(self.changed)
@@ -86,6 +91,12 @@ class LabelRuleEditor(QWidget):
 
     def _kind_changed(self) -> None:
         kind = self.current_kind()
+        if kind != self._shown_kind:
+            self._patterns[self._shown_kind] = self.pattern.text()
+            self._shown_kind = kind
+            blocked = self.pattern.blockSignals(True)
+            self.pattern.setText(self._patterns.get(kind, ""))
+            self.pattern.blockSignals(blocked)
         self.pattern.setEnabled(kind in ("upper", "regex", "csv"))
         self.pattern.setPlaceholderText(_LABEL_HINTS[kind])
         self.pattern.setToolTip(_LABEL_HINTS[kind])
@@ -129,6 +140,7 @@ class LabelRuleEditor(QWidget):
                 text = str(rule.csv_path or "")
             else:
                 text = ""
+            self._patterns = {}  # another project's patterns are not this one's
             self.pattern.setText(text)
             self.multi.setChecked(rule.multi)
         finally:

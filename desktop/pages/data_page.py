@@ -180,6 +180,8 @@ class DataPage(QWidget):
         self.samples = ImageGrid(thumb_size=112)
         self.rejected_model = RejectedModel(self)
         self.rejected_table = _table(self.rejected_model)
+        self.rejected_table.horizontalHeader().setSectionResizeMode(  # names not cut to "…"
+            0, QHeaderView.ResizeMode.ResizeToContents)
         self.views.addTab(preview, "Labels")
         self.views.addTab(counts, "Counts")
         self.views.addTab(self.samples, "Samples")

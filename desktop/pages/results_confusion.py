@@ -37,6 +37,7 @@ class ConfusionPanel(QWidget):
         self._analysis: Any = None
         self._axes: Any = None
         self._worker: Any = None
+        self._title = ""
         self.canvas = MplCanvas(self, width=5, height=5)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.normalize_check = QCheckBox("Normalize rows", self)
@@ -103,10 +104,20 @@ class ConfusionPanel(QWidget):
             return None
         names = self._analysis.classes
         # The analysis's own per-image rows: exactly the images this cell counts.
-        entries = [(row.path, row.actual) for row in self._analysis.cell(actual, predicted)]
+        rows = self._analysis.cell(actual, predicted)
+        entries = [(row.path, row.actual) for row in rows]
         more = f" (showing {plots.CELL_LIMIT})" if len(entries) > plots.CELL_LIMIT else ""
-        self.cell_title.setText(
+        self._title = (
             f"Actual {names[actual]}, predicted {names[predicted]}: {len(entries)} images{more}")
+        # The maps take seconds; list the cell's own images at once (the analysis already
+        # has their predictions) instead of leaving the previous cell's under this title.
+        self.cell_title.setText(self._title + " · computing activation maps…")
+        self.cell_grid.set_items([
+            GridItem(path=Path(row.path), caption=f"{row.predicted} {row.prob:.0%}"
+                     + self._note_for(Path(row.path)), data=Path(row.path),
+                     tooltip=f"{row.path}\nactual {row.actual}")
+            for row in rows[:plots.CELL_LIMIT]
+        ])
         if self._worker is not None:
             self._worker.cancel()
         worker = self._context.runner.start(
@@ -127,6 +138,7 @@ class ConfusionPanel(QWidget):
         if worker is not self._worker:
             return
         self._worker = None
+        self.cell_title.setText(self._title)
         items = []
         for image in images:
             top = image.prediction.top

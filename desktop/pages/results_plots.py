@@ -118,13 +118,16 @@ def draw_confusion(canvas: MplCanvas, confusion: Any, *, normalized: bool = Fals
         return ax
     values = np.asarray(confusion.normalized if normalized else confusion.counts, dtype=float)
     n = len(confusion.classes)
-    ax.imshow(values, cmap="Blues", interpolation="nearest")
+    peak = values.max() if values.size else 0.0
+    # Colours from 0, not from the smallest cell: the text colour below assumes it, and
+    # with imshow's default (min..max) scale a cell just above peak / 2 was drawn white
+    # and got white text.
+    ax.imshow(values, cmap="Blues", interpolation="nearest", vmin=0.0, vmax=peak or 1.0)
     ax.set_xticks(range(n), labels=confusion.classes, rotation=90 if n > 4 else 0)
     ax.set_yticks(range(n), labels=confusion.classes)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Actual")
     ax.set_title("Confusion matrix (click a cell)")
-    peak = values.max() if values.size else 0.0
     for i in range(n):
         for j in range(n):
             text = f"{values[i, j]:.2f}" if normalized else str(int(values[i, j]))

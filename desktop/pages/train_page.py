@@ -171,9 +171,7 @@ class TrainPage(QWidget):
         )
 
     def _update_ready(self) -> None:
-        busy = self.is_running() or (
-            self.lr_worker is not None and self.lr_worker.outcome in ("pending", "running")
-        )
+        busy = self.is_running() or self.lr_finding()
         ready = self.context.prepared is not None
         self.start_button.setEnabled(ready and not busy)
         self.settings.find_lr_button.setEnabled(ready and not busy)
@@ -246,8 +244,23 @@ class TrainPage(QWidget):
         worker.event.connect(self._on_event)
         worker.finished.connect(self._on_lr_found)
         worker.errored.connect(lambda exc: self.context.report_error("Learning-rate finder", exc))
-        worker.done.connect(self._update_ready)
+        worker.done.connect(self._lr_done)
         self.lr_worker = worker
+        # Training must not start beside the finder (both would fight for the cores and
+        # the finder would then overwrite the rate the run started with); Stop cancels it.
+        self._update_ready()
+        self.stop_button.setEnabled(True)
+
+    def _lr_done(self) -> None:
+        if not self.is_running():
+            self.stop_button.setEnabled(False)
+            if self.lr_worker is not None and self.lr_worker.outcome == "cancelled":
+                self.status.setText("Learning-rate finder stopped.")
+                self.progress.setFormat("stopped")
+        self._update_ready()
+
+    def lr_finding(self) -> bool:
+        return self.lr_worker is not None and self.lr_worker.outcome in ("pending", "running")
 
     def _on_lr_found(self, result: Any) -> None:
         self.progress.setRange(0, 1)
@@ -264,7 +277,7 @@ class TrainPage(QWidget):
     def start_training(self, **overrides: Any) -> EngineWorker | None:
         """Start a run with the form's settings (``overrides`` replace fields, e.g. for
         tests or Results' Retrain). Returns the worker, or None if it could not start."""
-        if self.is_running():
+        if self.is_running() or self.lr_finding():
             return None
         if self.context.prepared is None:
             reason = self.context.data.error or "Open a folder (or try the sample) first."
@@ -293,12 +306,17 @@ class TrainPage(QWidget):
         return worker
 
     def stop_training(self) -> None:
+        if self.lr_finding() and self.lr_worker is not None:
+            self.lr_worker.cancel()
+            self.stop_button.setEnabled(False)
+            return
         if self.is_running() and self.worker is not None:
             self.worker.cancel()
             self.status.setText("Stopping after the current batch…")
             self.stop_button.setEnabled(False)
 
     def _reset_view(self) -> None:
+        self.plots.setCurrentWidget(self.curves)  # the live curves, not the lr finder
         self.table.clear()
         self.curves.reset()
         self.banner.clear()

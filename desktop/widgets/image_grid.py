@@ -272,7 +272,10 @@ class ImageGrid(QListView):
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
-        self.setUniformItemSizes(True)
+        # Not uniform: each caption gets its own height (within the grid cell), so one
+        # with an extra line (a top loss's "[excluded]" note) is not cut to "…" because
+        # the first item's caption was shorter.
+        self.setUniformItemSizes(False)
         self.setWordWrap(True)
         self.setSpacing(6)
         self.setIconSize(QSize(thumb_size, thumb_size))

@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoupeError as err:
         print(f"loupe {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a file we were told to write or read: say which, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"loupe {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,6 +101,8 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
     import json
 
     from engine.bundle import read_bundle_meta
+    from engine.labels import LabelRule
+    from engine.splits import SplitRule
 
     training = dict(read_bundle_meta(model).training or {})
     recorded: dict[str, object] = {
@@ -111,10 +113,9 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
     if training.get("run_dir") and data_file.is_file():
         try:
             data = json.loads(data_file.read_text(encoding="utf-8"))
-            from engine.labels import LabelRule
-
-            recorded["label"] = LabelRule.from_json(data["label"]).spec
-            recorded["test_fraction"] = float(data["split"]["test_fraction"])
+            split = SplitRule.from_json(data["split"])
+            recorded.update(label=LabelRule.from_json(data["label"]).spec, split=split.spec,
+                            seed=split.seed, test_fraction=split.test_fraction)
         except (OSError, ValueError, KeyError, TypeError, LoupeError):
             pass  # the bundle's own record is enough
     for key, fallback in DATA_DEFAULTS.items():

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.errors import LoupeError
+from engine.errors import ConfigError, LoupeError
 
 
 def _probability(text: str) -> float:
@@ -76,6 +76,8 @@ def cam_file_for(base: Path, index: int, count: int) -> Path:
 def run(args: argparse.Namespace) -> int:
     from engine.predict import Predictor
 
+    if args.cam:
+        _check_cam_files(args)
     predictor = Predictor.from_file(
         args.model, unknown_below=args.unknown_below, device=args.device
     )
@@ -88,10 +90,28 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"path": image, "error": str(err)}, ensure_ascii=False))
             else:
-                print(f"{image}: error: {err}", file=sys.stderr)
+                print(_error_line(image, err), file=sys.stderr)
             continue
         print(json.dumps(obj, ensure_ascii=False) if args.json else _line(obj))
     return 1 if failures else 0
+
+
+def _check_cam_files(args: argparse.Namespace) -> None:
+    """Never let an overlay (FILE or FILE-N) overwrite one of the images being predicted."""
+    import os
+
+    inputs = [Path(image) for image in args.images if Path(image).is_file()]
+    base = Path(args.cam).expanduser()
+    for index in range(len(args.images)):
+        out = cam_file_for(base, index, len(args.images))
+        if not out.is_file():
+            continue
+        for image in inputs:
+            if os.path.samefile(out, image):
+                raise ConfigError(
+                    f"--cam {args.cam} would overwrite the input image {image}; "
+                    "choose another file name for the overlays"
+                )
 
 
 def _predict_one(predictor, image: Path, index: int, args: argparse.Namespace) -> dict:
@@ -110,6 +130,14 @@ def _predict_one(predictor, image: Path, index: int, args: argparse.Namespace) -
     obj["cam"] = str(out)
     obj["cam_class"] = result.label
     return obj
+
+
+def _error_line(image: str, err: LoupeError) -> str:
+    """``IMAGE: error: reason`` — the image named once, even when the reason names it too."""
+    message = str(err)
+    if message.startswith(f"{image}: "):
+        message = message[len(image) + 2:]
+    return f"{image}: error: {message}"
 
 
 def _line(obj: dict) -> str:

@@ -85,7 +85,7 @@ def test_onnx_export_or_install_advice(qtbot, model_context, tmp_path):  # noqa:
     target = tmp_path / "model.onnx"
     if models_page.onnx_available():
         with qtbot.waitSignal(page.exported, timeout=120_000) as blocker:
-            page.export_onnx(target)
+            page.export_onnx(tmp_path / "model")  # typed without .onnx in the dialog
         assert blocker.args[0].path == target and target.is_file()
     else:
         with qtbot.waitSignal(model_context.errorRaised) as blocker:

@@ -119,6 +119,8 @@ def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F8
         rows = list(csv.DictReader(handle))
     assert len(rows) == 12 and {r["label"] for r in rows} <= {"cat", "dog"}
     assert not list(dataset_root.rglob("*.csv"))  # nothing written into the user's folder
+    typed = panel.save_csv(tmp_path / "out" / "typed-without-suffix")  # as in the dialog
+    assert typed.name == "typed-without-suffix.csv" and typed.is_file()
 
 
 def test_dropping_an_image_on_the_main_window_predicts_it(qtbot, model_context, tmp_path):  # noqa: F811
@@ -195,3 +197,7 @@ def test_save_map_writes_the_full_size_overlay(qtbot, page, tmp_path):
     assert saved.size == Image.open(image).size
     assert saved.convert("RGB").tobytes() != Image.open(image).convert("RGB").tobytes()
     assert image.read_bytes() == before
+    with qtbot.waitSignal(page.overlaySaved, timeout=30_000) as blocker:
+        page.save_overlay(tmp_path / "out" / "typed-without-suffix")  # as in the dialog
+    assert blocker.args[0].name == "typed-without-suffix.png"
+    assert Image.open(blocker.args[0]).format == "PNG"

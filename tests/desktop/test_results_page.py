@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -85,6 +86,25 @@ def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
     assert {item.data for item in page.cell_grid.items()} == set(paths)
 
 
+def test_a_clicked_cell_lists_its_own_images_while_the_maps_compute(qtbot, analysed):
+    page, data = analysed
+    qtbot.waitUntil(lambda: page.confusion._worker is None, timeout=60_000)  # first cell
+    shown = {Path(item.data) for item in page.cell_grid.items()}
+    classes, counts = data.analysis.classes, data.analysis.confusion.counts
+    row, column = next((i, j) for i in range(2) for j in range(2)
+                       if counts[i][j] and expected_cell(page._context, classes[i],
+                                                         classes[j]) != shown)
+    expected = expected_cell(page._context, classes[row], classes[column])
+    with qtbot.waitSignal(page.cellShown, timeout=60_000):
+        page.show_cell(row, column)
+        # Before the maps: already this cell's images, and the title says maps are coming
+        # (the previous cell's images used to stay under the new title for seconds).
+        assert {Path(item.data) for item in page.cell_grid.items()} == expected
+        assert "computing" in page.cell_title.text()
+    assert "computing" not in page.cell_title.text()
+    assert {Path(item.data) for item in page.cell_grid.items()} == expected
+
+
 def test_cell_lists_images_with_only_two_validation_images(
         qtbot, model_context, tmp_path):  # noqa: F811
     from engine.dataset import prepare_data
@@ -141,6 +161,10 @@ def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
     assert {p: digest(p) for p in (first, second)} == before
     assert "[excluded]" in page.loss_grid.items()[1].caption
     assert "2 correction(s)" in page.changes_label.text()
+    # The note is a fourth caption line: the cell must be tall enough to show it, not "…".
+    grid = page.loss_grid
+    needed = grid.sizeHintForIndex(grid.grid_model.index(1)).height()
+    assert needed <= grid.visualRect(grid.grid_model.index(1)).height() <= grid.gridSize().height()
 
 
 def test_retrain_reapplies_labels_then_asks_for_training(qtbot, analysed):
@@ -198,3 +222,27 @@ def test_filters_tab_finds_the_images_a_channel_likes(qtbot, analysed):
     assert {a.path for a in found} == valid
     scores = [a.score for a in found]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_confusion_cell_text_contrasts_with_its_cell(qtbot):
+    # imshow scaled colours from the smallest count, so a cell just above half the peak
+    # was drawn white and its (white) count was invisible.
+    from matplotlib.colors import to_rgb
+
+    from desktop.pages.results_plots import draw_confusion
+    from desktop.widgets.mpl_canvas import MplCanvas
+    from engine.analysis import ConfusionData
+
+    def luminance(rgb) -> float:
+        r, g, b = to_rgb(rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    counts = [[32, 33], [21, 37]]
+    ax = draw_confusion(canvas, ConfusionData(("animal", "food"), counts, [[0.5] * 2] * 2))
+    image = ax.images[0]
+    for text in ax.texts:
+        col, row = (round(v) for v in text.get_position())
+        cell = image.cmap(image.norm(counts[row][col]))
+        assert abs(luminance(text.get_color()) - luminance(cell)) > 0.35, text.get_text()

@@ -110,6 +110,48 @@ def test_lr_finder_plot_and_click_choose_the_learning_rate(train_page, qtbot, mo
     assert train_page.settings.find_lr_button.isEnabled()
 
 
+def test_training_cannot_start_beside_the_lr_finder_and_stop_cancels_it(train_page, qtbot,
+                                                                        monkeypatch):
+    import threading
+
+    started = threading.Event()
+
+    def slow_lr_find(prepared, config, *, on_event, cancel):
+        started.set()
+        while True:  # until Stop
+            cancel.raise_if_cancelled()
+            threading.Event().wait(0.01)
+
+    monkeypatch.setattr(engine.training, "lr_find", slow_lr_find)
+    train_page.find_lr()
+    qtbot.waitUntil(started.is_set, timeout=10_000)
+    assert not train_page.start_button.isEnabled()
+    assert train_page.start_training() is None  # e.g. Ctrl+T while the finder runs
+    assert train_page.stop_button.isEnabled()
+    with qtbot.waitSignal(train_page.lr_worker.done, timeout=10_000):
+        train_page.stop_button.click()
+    assert train_page.lr_worker.outcome == "cancelled"
+    assert train_page.start_button.isEnabled() and not train_page.stop_button.isEnabled()
+
+
+def test_starting_a_run_shows_the_live_curves(train_page, monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    def blocked_train(prepared, config, *, on_event, cancel):
+        release.wait(10)
+        cancel.raise_if_cancelled()
+
+    monkeypatch.setattr(engine.training, "train", blocked_train)
+    train_page.plots.setCurrentWidget(train_page.lr_plot)  # as after "Find"
+    worker = train_page.start_training()
+    assert worker is not None
+    assert train_page.plots.currentWidget() is train_page.curves
+    worker.cancel()
+    release.set()
+
+
 def test_invalid_settings_are_reported_by_the_engine_message(train_page, qtbot):
     train_page.settings.lr.setText("12")
     with qtbot.waitSignal(train_page.context.errorRaised, timeout=5_000) as blocker:

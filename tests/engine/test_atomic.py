@@ -27,3 +27,11 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
         atomic.atomic_write_json(target, {"ok": False})
     assert json.loads(target.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_an_unwritable_folder_is_reported_with_the_target_name(tmp_path):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    target = tmp_path / "file" / "x.json"
+    with pytest.raises(OSError) as info:
+        atomic.atomic_write_json(target, {})
+    assert info.value.filename == str(target)  # not the hidden temp file's name

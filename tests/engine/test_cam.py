@@ -150,6 +150,18 @@ def test_target_class_is_selectable(corner_predictor, tmp_path):
         compute_cam(corner_predictor, path, layer="features", target="green")
 
 
+def test_an_overlay_never_overwrites_its_own_input_image(corner_predictor, tmp_path):
+    path, _ = _corner_files(tmp_path, 1)[0]
+    before = path.read_bytes()
+    result = compute_cam(corner_predictor, path, layer="features")
+    with pytest.raises(ConfigError, match="refusing to overwrite the input image"):
+        save_overlay(result, path)
+    with pytest.raises(ConfigError, match="refusing to overwrite the input image"):
+        save_overlay(result, path.parent / ".." / path.parent.name / path.name)
+    assert path.read_bytes() == before
+    assert save_overlay(result, tmp_path / "map.png").is_file()
+
+
 def test_unknown_layer_is_named_and_inference_mode_callers_still_get_a_map(
     corner_predictor, tmp_path
 ):

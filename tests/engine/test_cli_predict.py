@@ -18,6 +18,9 @@ def bundle(tmp_path):
     return make_bundle(tmp_path / "model.loupe", classes=("cat", "dog"), size=64)
 
 
+FORMATS = "Loupe reads JPEG, PNG, BMP, GIF, WebP, TIFF"
+
+
 def _json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -74,6 +77,27 @@ def test_predict_cam_single_image_uses_the_name_as_given(tmp_path, bundle):
         assert written.format == "JPEG" and written.size == (48, 40)
 
 
+def test_predict_cam_refuses_to_overwrite_an_input_image(tmp_path, bundle, capsys):
+    first, second = save_noise(tmp_path / "x.png"), save_noise(tmp_path / "x-2.png", seed=2)
+    before = (first.read_bytes(), second.read_bytes())
+    assert main(["predict", str(bundle), str(first), "--cam", str(first)]) == 1
+    assert "would overwrite the input image" in capsys.readouterr().err
+    # FILE-N naming for several images must not land on an input either
+    assert main(["predict", str(bundle), str(first), str(second), "--cam",
+                 str(tmp_path / "x.png")]) == 1
+    assert f"overwrite the input image {second}" in capsys.readouterr().err
+    assert (first.read_bytes(), second.read_bytes()) == before
+
+
+def test_an_unwritable_output_is_one_line_naming_it(tmp_path, bundle, capsys):
+    image = save_noise(tmp_path / "x.png")
+    (tmp_path / "file").write_text("not a folder")
+    cam = tmp_path / "file" / "cam.png"
+    assert main(["predict", str(bundle), str(image), "--cam", str(cam)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"loupe predict: error: {cam}:") and len(err.splitlines()) == 1
+
+
 def test_predict_reports_a_bad_image_and_continues(tmp_path, bundle, capsys):
     good = save_noise(tmp_path / "good.png")
     bad = tmp_path / "bad.png"
@@ -82,6 +106,8 @@ def test_predict_reports_a_bad_image_and_continues(tmp_path, bundle, capsys):
     first, second = _json_lines(capsys.readouterr().out)
     assert first["path"] == str(bad) and "bad.png" in first["error"]
     assert second["path"] == str(good) and second["top"]
+    assert main(["predict", str(bundle), str(bad)]) == 1
+    assert capsys.readouterr().err == f"{bad}: error: not an image ({FORMATS})\n"
 
 
 class _Canary:
@@ -135,6 +161,17 @@ def test_predict_folder_writes_csv_and_copies(tmp_path, bundle, capsys):
     assert len([p for p in sort.rglob("*.png")]) == 3
     assert len(list(root.rglob("*.png"))) == 3  # the originals are all still there
     assert "3 images predicted" in capsys.readouterr().out
+
+
+def test_predict_folder_csv_must_end_in_csv_so_it_cannot_replace_a_picture(
+    tmp_path, bundle, capsys
+):
+    root = tmp_path / "incoming"
+    picture = save_noise(root / "ok.png", seed=1)
+    before = picture.read_bytes()
+    assert main(["predict-folder", str(bundle), str(root), "--csv", str(picture)]) == 1
+    assert "must end in .csv" in capsys.readouterr().err
+    assert picture.read_bytes() == before
 
 
 def test_predict_folder_summary_counts_a_rejected_file_once(tmp_path, bundle, capsys):

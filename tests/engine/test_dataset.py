@@ -100,7 +100,12 @@ def test_folder_errors(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"")
-    with pytest.raises(DatasetError, match=r"no usable images in .*bad \(1 file\(s\) rejected\)"):
+    with pytest.raises(
+        DatasetError, match=r"no usable images in .*bad \(1 file\(s\) rejected: x.jpg: empty file\)"
+    ):
+        prepare_data(DataSpec(bad, *rules))
+    (bad / "x.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"no image files found; Loupe reads .jpg"):
         prepare_data(DataSpec(bad, *rules))
 
 

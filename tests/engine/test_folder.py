@@ -10,7 +10,7 @@ import pytest
 from engine.errors import CancelledError
 from engine.events import CancelToken, Progress
 from engine.folder import copy_without_overwrite, predict_folder, safe_folder_name
-from tests.engine.predict_helpers import ColourNet, predictor_for, save_colour
+from tests.engine.predict_helpers import BiasNet, ColourNet, predictor_for, save_colour
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
@@ -73,6 +73,15 @@ def test_symlink_loops_in_the_folder_are_rejected_rows_not_a_crash(tmp_path, pre
     loop = str(root.resolve() / "loopa.png")
     assert loop in rows and rows[loop]["label"] == "" and rows[loop]["error"]
     assert result.counts == {"red": 2, "blue": 1}
+
+
+def test_multi_label_counts_every_positive_class_like_the_copies(tmp_path):
+    predictor = predictor_for(BiasNet([3.0, 3.0, -3.0]), ("a", "b", "c"), multi_label=True)
+    root = _tree(tmp_path / "photos")
+    result = predict_folder(predictor, root, tmp_path / "out.csv", sort_into=tmp_path / "s")
+    assert result.counts == {"a": 3, "b": 3}
+    assert len(result.copied) == 6
+    assert {p.parent.name for _, p in result.copied} == {"a", "b"}
 
 
 def test_unknown_threshold_leaves_the_label_empty(tmp_path):

@@ -105,6 +105,9 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     assert json.loads((run / "run.json").read_text())["test_looks"] == 2
     assert test_looks(out_file) == 2  # reading the count does not add a look
     assert test_looks(out_file) == 2
+    # without data options, evaluate uses the run's own (its test fraction from data.json)
+    code, out, _ = _cli(capsys, "evaluate", str(out_file), str(colours), "--test", "--json")
+    assert code == 0 and json.loads(out)["n_images"] == first["n_images"]
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
     assert code == 0
     assert json.loads(out.splitlines()[-1])["model"] == str(out_file)
