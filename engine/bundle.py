@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.atomic import atomic_write_bytes
+from engine.atomic import atomic_write_with
 from engine.errors import ConfigError, ModelFileError
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def save_bundle(path: Path | str, model: nn.Module, meta: BundleMeta | dict[str,
     ``meta`` may be a BundleMeta or its JSON dict (``architecture``, ``classes``,
     ``preprocessing``, ...); library versions are filled in when missing.
     """
-    from safetensors.torch import save as save_safetensors
+    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != BUNDLE_SUFFIX:
@@ -149,7 +149,9 @@ def save_bundle(path: Path | str, model: nn.Module, meta: BundleMeta | dict[str,
     }
     header = {META_KEY: json.dumps(meta.to_json(), sort_keys=True), "format": "pt"}
     try:
-        return atomic_write_bytes(path, save_safetensors(tensors, metadata=header))
+        # save_file streams to disk without the GIL (no bytes copy of the weights), so a
+        # GUI thread stays responsive while a bundle is written.
+        return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     except OSError as err:
         raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
 
@@ -312,11 +314,12 @@ def _meta_from_header(header: dict[str, Any], path: Path) -> BundleMeta:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load(path.read_bytes())
+        # safe_open maps the file instead of copying its bytes under the GIL.
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, ValueError, OSError) as err:
         raise ModelFileError(f"{path}: the weights cannot be read ({err})") from err
 

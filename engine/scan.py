@@ -161,14 +161,27 @@ def _resolve_root(root: str | os.PathLike[str]) -> Path:
 
 
 def _walk(root: Path, cancel: CancelToken | None) -> tuple[list[_Candidate], list[RejectedFile]]:
-    """Depth-first, in name order. Each real folder is visited once, whatever links lead to it."""
+    """Depth-first, in name order. Each real folder is visited once, whatever links lead to it.
+
+    Linked folders wait until every real one has been walked, so a folder is reached by its
+    own path when it has one: with ``cats`` and a link ``alias -> cats``, the images live
+    under ``cats/`` (and get the label ``cats``) whichever name sorts first.
+    """
     candidates: list[_Candidate] = []
     rejected: list[RejectedFile] = []
     seen = {os.path.realpath(root)}
     stack: list[tuple[Path, str]] = [(root, "")]
-    while stack:
+    links: list[tuple[Path, str]] = []
+    while stack or links:
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if not stack:
+            link, rel = links.pop(0)
+            real = os.path.realpath(link)
+            if real not in seen:
+                seen.add(real)
+                stack.append((link, rel))
+            continue
         folder, prefix = stack.pop()
         try:
             with os.scandir(folder) as listing:
@@ -182,13 +195,13 @@ def _walk(root: Path, cancel: CancelToken | None) -> tuple[list[_Candidate], lis
             if _is_hidden(entry):
                 continue
             rel = prefix + entry.name
-            if _is_dir(entry):
-                real = os.path.realpath(entry.path)
-                if real not in seen:
-                    seen.add(real)
-                    subfolders.append((Path(entry.path), rel + "/"))
-                continue
-            _take_file(entry, rel, candidates, rejected)
+            if not _is_dir(entry):
+                _take_file(entry, rel, candidates, rejected)
+            elif entry.is_symlink():
+                links.append((Path(entry.path), rel + "/"))
+            elif (real := os.path.realpath(entry.path)) not in seen:
+                seen.add(real)
+                subfolders.append((Path(entry.path), rel + "/"))
         stack.extend(reversed(subfolders))
     return candidates, rejected
 

@@ -212,10 +212,13 @@ class ModelsPage(QWidget):
         if not onnx_available():
             self._context.errorRaised.emit("ONNX export unavailable", ONNX_INSTALL_HINT)
             return False
+        target = Path(target)
+        if target.suffix.lower() != ".onnx":  # a name typed without it, as save_model does
+            target = target.with_name(target.name + ".onnx")
         prepared = self._context.prepared
         check = [li.item.path for li in prepared.plan.valid[:4]] if prepared is not None else []
         worker = self._context.runner.start(
-            export_with_parity, predictor, Path(target), check, name="export-onnx")
+            export_with_parity, predictor, target, check, name="export-onnx")
         worker.finished.connect(self._on_exported)
         worker.errored.connect(
             lambda exc: self._context.errorRaised.emit("ONNX export failed", str(exc)))

@@ -126,7 +126,10 @@ class FolderPanel(QWidget):
 
         if self._result is None:
             return None
-        path = atomic_write_text(Path(target), rows_to_csv(self._result.rows))
+        target = Path(target)
+        if target.suffix.lower() != ".csv":  # a name typed without it in the dialog
+            target = target.with_name(target.name + ".csv")
+        path = atomic_write_text(target, rows_to_csv(self._result.rows))
         self._context.statusMessage.emit(f"Saved {len(self._result.rows)} predictions to {path}")
         return path
 

@@ -172,6 +172,7 @@ class PredictPage(QWidget):
         if predictor is not None and not predictor.multi_label:
             predictor.unknown_below = self.unknown_threshold()
         self._show_bars()
+        self._refresh_history()
 
     # -- entry points -----------------------------------------------------------------------------
     def predict_paths(self, paths: Sequence[Path]) -> None:
@@ -292,10 +293,20 @@ class PredictPage(QWidget):
             del self._history[HISTORY_LIMIT:]
         self.show_view(view)
         self._refresh_history()
-        top = view.prediction.top
-        verdict = f"{top[0][0]} ({top[0][1]:.1%})" if top else "no label"
-        self._context.statusMessage.emit(f"{view.name}: {verdict}")
+        self._context.statusMessage.emit(f"{view.name}: {self._verdict(view.prediction)}")
         self._on_done()
+
+    def _verdict(self, prediction: Any, *, digits: int = 1) -> str:
+        """"label (p)", or "unknown (best guess …)" under the "Unknown" threshold: the
+        history and status bar said "animal 51%" while the bars said Unknown."""
+        top = prediction.top
+        if not top:
+            return "no label"
+        guess = f"{top[0][0]} {top[0][1]:.{digits}%}"
+        threshold = None if prediction.multi_label else self.unknown_threshold()
+        if threshold is not None and top[0][1] < threshold:
+            return f"unknown ({guess})"
+        return guess
 
     def _on_error(self, source: Any, exc: BaseException) -> None:
         from desktop.context import describe_error
@@ -345,8 +356,7 @@ class PredictPage(QWidget):
     def _refresh_history(self) -> None:
         items = []
         for view in self._history:
-            top = view.prediction.top
-            caption = f"{top[0][0]} {top[0][1]:.0%}" if top else "no label"
+            caption = self._verdict(view.prediction, digits=0)
             items.append(GridItem(image=blend(view.base, view.heat, 0.4), caption=caption,
                                   tooltip=str(view.source or "pasted image"), data=view))
         self.history.set_items(items)
@@ -364,8 +374,11 @@ class PredictPage(QWidget):
         view = self._current
         if view is None:
             return None
+        target = Path(target)
+        if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+            target = target.with_name(target.name + ".png")  # typed without a suffix
         worker = self._context.runner.start(
-            save_overlay, view.result, Path(target), view.image, opacity=self.viewer.opacity(),
+            save_overlay, view.result, target, view.image, opacity=self.viewer.opacity(),
             events=False, name="save-overlay")
         worker.finished.connect(self._on_overlay_saved)
         worker.errored.connect(lambda exc: self._context.report_error("Cannot save the map", exc))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette
+from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 _ROW_HEIGHT = 26
@@ -39,6 +39,7 @@ class TopKBars(QWidget):
         self._unknown = unknown
         self._threshold = threshold
         self._message = ""
+        self.setToolTip(self.headline())
         self.updateGeometry()
         self.update()
 
@@ -46,6 +47,7 @@ class TopKBars(QWidget):
         self._rows = []
         self._unknown = False
         self._message = message
+        self.setToolTip("")
         self.updateGeometry()
         self.update()
 
@@ -63,9 +65,17 @@ class TopKBars(QWidget):
             return ""
         label, prob = self._rows[0]
         if self._unknown:
-            limit = f" (< {self._threshold:.0%})" if self._threshold is not None else ""
-            return f"Unknown: best guess {label} at {prob:.1%}{limit}"
+            limit = f" (below {self._threshold:.0%})" if self._threshold is not None else ""
+            return f"Unknown{limit}: best guess {label} at {prob:.1%}"
         return f"{label}  {prob:.1%}"
+
+    def shown_headline(self) -> str:
+        """The headline as painted: elided to the widget's width (the whole of it is the
+        tooltip), instead of cut off mid-word at the right edge of a narrow panel."""
+        font = self.font()
+        font.setBold(True)
+        return QFontMetrics(font).elidedText(
+            self.headline(), Qt.TextElideMode.ElideRight, max(0, self.width()))
 
     def sizeHint(self) -> QSize:
         rows = max(1, len(self._rows)) + 1
@@ -90,7 +100,7 @@ class TopKBars(QWidget):
         painter.setPen(text)
         painter.drawText(QRectF(0, 0, width, _ROW_HEIGHT),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                         self.headline())
+                         self.shown_headline())
         font.setBold(False)
         painter.setFont(font)
         label_w = min(160.0, width * 0.35)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.errors import CancelledError
+from engine.errors import CancelledError, TrainingError
 from engine.events import CancelToken, Progress
 from engine.training.augment import Augment
 from engine.training.batches import BatchLoader, epoch_seed
@@ -69,6 +69,8 @@ def train_step(ctx: LoopContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
     The loss is checked before the step so a NaN never reaches the weights.
     """
+    if x.shape[0] == 1:
+        _check_single_image_batch(ctx.model)
     ctx.optimizer.zero_grad(set_to_none=True)
     with ctx.device.autocast():
         out = ctx.model(x)
@@ -79,6 +81,16 @@ def train_step(ctx: LoopContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
     return loss.detach()
+
+
+def _check_single_image_batch(model: nn.Module) -> None:
+    """Batch normalization cannot train on one image (torch raises a bare ValueError)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+           for m in model.modules()):
+        raise TrainingError(
+            "a training batch of 1 image: this architecture's batch normalization needs at "
+            "least 2 images per batch; use a batch size of 2 or more (--bs 2), or add images"
+        )
 
 
 def _check_cancel(cancel: CancelToken | None) -> None:

@@ -19,9 +19,7 @@ between the two writes can never pair weights with the wrong epoch.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 import torch
 
 from engine import paths
-from engine.atomic import atomic_write_json, atomic_write_text
+from engine.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 from engine.errors import ConfigError, ModelFileError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -167,17 +165,10 @@ def save_checkpoint(
     optim_tensors, optim_meta = flatten_optimizer(optimizer_state)
     tensors.update(optim_tensors)
     header = dict(scalars, optimizer=optim_meta)
-    path = run_dir / CHECKPOINT
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=run_dir)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header)})
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic_write_with(
+        run_dir / CHECKPOINT,
+        lambda tmp: save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header)}),
+    )
     atomic_write_json(run_dir / CHECKPOINT_JSON, scalars)
     return path
 

@@ -78,8 +78,12 @@ def test_unknown_threshold_marks_low_confidence(qtbot, page, tmp_path):
     page.unknown_spin.setValue(99)
     assert page.bars.is_unknown() == (top < 0.99)
     assert page._context.predictor.unknown_below == pytest.approx(0.99)
+    assert top < 0.99  # two classes and a random model: never that sure
+    # The history says so too (it kept saying "cat 55%" under an "Unknown" verdict).
+    assert page.history.items()[0].caption.startswith("unknown (")
     page.unknown_check.setChecked(False)
     assert not page.bars.is_unknown()
+    assert not page.history.items()[0].caption.startswith("unknown")
     assert page._context.predictor.unknown_below is None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFontMetrics, QPalette
 from PySide6.QtWidgets import QApplication
 
 from desktop.widgets import image_grid
@@ -168,9 +168,18 @@ def test_topk_bars_show_rows_and_unknown(qtbot):
     qtbot.addWidget(bars)
     bars.set_predictions([("cat", 0.55), ("dog", 0.45)], unknown=True, threshold=0.6)
     assert bars.rows() == [("cat", 0.55), ("dog", 0.45)]
-    assert bars.headline().startswith("Unknown: best guess cat")
+    assert bars.headline().startswith("Unknown (below 60%): best guess cat")
     bars.resize(300, 120)
     assert not bars.grab().isNull()
+    # A narrow panel: the painted headline is elided to fit (it was cut off mid-word),
+    # still says "Unknown", and the whole text is the tooltip.
+    bars.resize(200, 120)
+    bold = bars.font()
+    bold.setBold(True)
+    shown = bars.shown_headline()
+    assert QFontMetrics(bold).horizontalAdvance(shown) <= 200
+    assert shown.startswith("Unknown") and shown != bars.headline()
+    assert bars.toolTip() == bars.headline()
     bars.set_predictions([("dog", 0.9)])
     assert bars.headline() == "dog  90.0%"
 

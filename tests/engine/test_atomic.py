@@ -35,3 +35,31 @@ def test_an_unwritable_folder_is_reported_with_the_target_name(tmp_path):
     with pytest.raises(OSError) as info:
         atomic.atomic_write_json(target, {})
     assert info.value.filename == str(target)  # not the hidden temp file's name
+
+
+def test_atomic_write_with_streams_through_a_temp_file(tmp_path):
+    target = tmp_path / "model.bin"
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_bytes(b"new")
+
+    atomic.atomic_write_with(target, write)
+    assert target.read_bytes() == b"new"
+    assert not seen[0].exists()
+
+
+def test_atomic_write_with_failing_writer_keeps_old_file(tmp_path):
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"old")
+
+    def half_write(tmp):
+        tmp.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic.atomic_write_with(target, half_write)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]

@@ -182,6 +182,19 @@ def test_directory_symlink_loop_is_followed_once(tmp_path):
     assert [item.rel for item in result.items] == ["more/y.png", "sub/x.png"]
 
 
+def test_a_folder_is_reached_by_its_own_path_before_a_link_to_it(tmp_path):
+    """The parent folder is the label: a link sorting first must not rename a class."""
+    root = tmp_path / "root"
+    (root / "cats" / "indoor").mkdir(parents=True)
+    noisy_rgb(8, 8).save(root / "cats" / "indoor" / "c.png")
+    _symlink(root / "cats", root / "alias", directory=True)  # "alias" < "cats"
+    _symlink(root / "cats" / "indoor", root / "aa-shortcut", directory=True)  # shallower
+
+    result = scan_folder(root, use_index=False)
+
+    assert [item.rel for item in result.items] == ["cats/indoor/c.png"]
+
+
 def test_missing_root_and_file_root_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="folder not found: .*nowhere"):
         scan_folder(tmp_path / "nowhere")

@@ -295,6 +295,13 @@ def test_out_of_memory_even_at_batch_size_one_fails_clearly(folder, monkeypatch)
     assert isinstance(events[-1], Failed)
 
 
+def test_a_one_image_batch_with_batch_norm_is_a_clear_training_error(folder):
+    events = _Recorder()
+    with pytest.raises(TrainingError, match="batch normalization needs at least 2 images"):
+        train(_prepared(folder), _config(epochs=1, batch_size=1), on_event=events)
+    assert "--bs 2" in events.of(Failed, "train")[0].message
+
+
 def test_non_finite_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(
     folder, monkeypatch
 ):
