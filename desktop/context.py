@@ -126,7 +126,13 @@ class AppContext(QObject):
         from engine.labels import parse_label_rule
         from engine.project import load_project, project_file
 
+        from engine.resources import sample_dir
+
         root = Path(path).expanduser().absolute()
+        if label_spec is None and root.resolve() == sample_dir().resolve():
+            # However the sample is opened (reopened at start-up, Open folder…), a lost
+            # or damaged project gives it its own rule back, not "parent" (labels nothing).
+            label_spec = SAMPLE_LABEL_SPEC
         fresh = not project_file(root).exists()
         project, warnings = load_project(root)
         for warning in warnings:

@@ -55,6 +55,11 @@ def _warm_up() -> dict[str, str]:
     return {"kind": info.kind, "name": info.name}
 
 
+def _is_qt_geometry(value: Any) -> bool:
+    """A well-formed ``QWidget.saveGeometry()`` blob (Qt's magic number leads it)."""
+    return isinstance(value, QByteArray) and bytes(value[:4]) == b"\x01\xd9\xd0\xcb"
+
+
 class MainWindow(QMainWindow):
     """Tabs Start, Data, Train, Results, Predict, Models; drops go where they make sense."""
 
@@ -325,17 +330,16 @@ class MainWindow(QMainWindow):
         """Geometry, dock state and tab from QSettings; anything unreadable → defaults."""
         settings = QSettings()
         problems = []
-        if settings.status() != QSettings.Status.NoError:
-            problems.append("the settings file could not be read")
+        unreadable = settings.status() != QSettings.Status.NoError
+        if unreadable:
             settings.clear()
         geometry = settings.value("window/geometry")
-        if geometry is not None and not (
-            isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)
-        ):
-            problems.append("window geometry")
-            self.resize(1200, 800)
-        elif geometry is None:
-            self.resize(1200, 800)
+        if not (isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)):
+            self._default_size()
+            # Qt also refuses a sound geometry saved on a larger screen (a laptop taken
+            # off its monitor): that is not damage, so say nothing about it.
+            if geometry is not None and not _is_qt_geometry(geometry):
+                problems.append("window geometry")
         state = settings.value("window/state")
         if state is not None and not (isinstance(state, QByteArray) and self.restoreState(state)):
             problems.append("window layout")
@@ -344,14 +348,28 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentIndex(max(0, min(int(tab), len(TAB_NAMES) - 1)))
         except (TypeError, ValueError):
             problems.append("last tab")
-        if problems:
+        if unreadable:  # (it read "using defaults for the settings file could not be read")
+            self.settings_warning = (
+                f"Settings were damaged (the file {settings.fileName()} could not be read); "
+                "using defaults")
+        elif problems:
             self.settings_warning = "Settings were damaged; using defaults for " + ", ".join(
                 problems
             )
+        if problems or unreadable:
             self.statusBar().showMessage(self.settings_warning, 15000)
             log.warning(self.settings_warning)
         else:
             self.settings_warning = ""
+
+    def _default_size(self) -> None:
+        """1200×800, or less on a smaller screen (never larger than what is available)."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        width, height = 1200, 800
+        if screen is not None:
+            available = screen.availableGeometry()
+            width, height = min(width, available.width()), min(height, available.height())
+        self.resize(max(width, self.minimumWidth()), max(height, self.minimumHeight()))
 
     def save_state(self) -> None:
         settings = QSettings()

@@ -40,6 +40,24 @@ def first_conv_filters(model: torch.nn.Module) -> np.ndarray:
     raise ConfigError("the model has no convolution on RGB input to show filters for")
 
 
+def filter_mosaic(filters: np.ndarray, columns: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile (N, k, k, 3) filters in 0..1 into one RGBA image with transparent gaps.
+
+    One image drawn once is far cheaper than N tiny matplotlib axes (the desktop draws
+    this on its GUI thread).
+    """
+    import numpy as np
+
+    count, height, width = filters.shape[:3]
+    rows = max(1, math.ceil(count / columns))
+    mosaic = np.zeros((rows * (height + pad) - pad, columns * (width + pad) - pad, 4))
+    for index in range(count):
+        top, left = (index // columns) * (height + pad), (index % columns) * (width + pad)
+        mosaic[top:top + height, left:left + width, :3] = np.clip(filters[index], 0.0, 1.0)
+        mosaic[top:top + height, left:left + width, 3] = 1.0
+    return mosaic
+
+
 def filters_figure(filters: np.ndarray, *, columns: int = 8) -> Figure:
     """A grid picture of first-layer filters (edges, colour blobs on a trained model)."""
     from matplotlib.figure import Figure
@@ -47,11 +65,9 @@ def filters_figure(filters: np.ndarray, *, columns: int = 8) -> Figure:
     count = filters.shape[0]
     rows = math.ceil(count / columns)
     fig = Figure(figsize=(columns * 0.8, rows * 0.8), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < count:
-            axis.imshow(filters[index], interpolation="nearest")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axis("off")
+    ax.imshow(filter_mosaic(filters, columns), interpolation="nearest")
     fig.suptitle(f"first convolution: {count} filters")
     return fig
 

@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    path = Path(path)
+def _temp_next_to(path: Path) -> tuple[int, str]:
+    """Create the folder and a temp file beside ``path`` (same file system: atomic replace).
+
+    A failure names the file the caller asked for, not our hidden temp name.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:  # name the file the caller asked for, not our temp name
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
         raise type(err)(err.errno, err.strerror, str(path)) from err
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    path = Path(path)
+    fd, tmp = _temp_next_to(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -40,8 +48,7 @@ def atomic_write_with(path: Path | str, write: Callable[[Path], None]) -> Path:
     writing, which keeps the GUI thread responsive while a checkpoint is saved.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_next_to(path)
     os.close(fd)
     try:
         write(Path(tmp))

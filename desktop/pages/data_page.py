@@ -273,6 +273,8 @@ class DataPage(QWidget):
         if state.error:
             self.rule_error.setText(state.error)
         self.warnings.clear()
+        # A damaged project file (defaults used) stays listed, not only 8 s in the status bar.
+        self.warnings.addItems(list(self.context.project_warnings))
         if state.labelling is not None:
             self.warnings.addItems(list(state.labelling.warnings))
         if state.plan is not None:

@@ -130,9 +130,12 @@ class TrainPage(QWidget):
         return panel
 
     def showEvent(self, event: QShowEvent) -> None:
-        """Shown before the warm-up finished: load the engine parts now (imports torch)."""
+        """Fill in the engine parts once torch is in. Never import torch here: a window
+        reopening on this tab would load it on the GUI thread before its first paint;
+        the ``engineReady`` connection fills the page when the warm-up finishes."""
         super().showEvent(event)
-        self._engine_loaded()
+        if self.context.engine_ready:
+            self._engine_loaded()
 
     def _engine_loaded(self) -> None:
         """Once torch is in: engine limits, the saved settings, devices, weights status."""

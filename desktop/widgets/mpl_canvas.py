@@ -11,7 +11,7 @@ import warnings
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import QEvent
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPaintEvent, QPalette
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
 
@@ -35,6 +35,7 @@ class MplCanvas(FigureCanvasQTAgg):
     ) -> None:
         self.figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
         super().__init__(self.figure)
+        self._stale = False  # redraw() asked while hidden: render at the next paint
         if parent is not None:
             self.setParent(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -69,8 +70,23 @@ class MplCanvas(FigureCanvasQTAgg):
         return self._colours()[0]
 
     def redraw(self) -> None:
-        """Schedule a repaint (coalesced by Qt; cheap to call often)."""
-        self.draw_idle()
+        """Schedule a repaint (coalesced by Qt; cheap to call often).
+
+        A canvas in a hidden tab only remembers that it is stale and renders when shown:
+        rendering every hidden plot was most of the start-up time and GUI-thread work
+        during training.
+        """
+        if self.isVisible():
+            self.draw_idle()
+        else:
+            self._stale = True
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt API)
+        # Shown (or grabbed) at last: schedule the render the base paintEvent performs.
+        if self._stale:
+            self._stale = False
+            self.draw_idle()
+        super().paintEvent(event)
 
     def draw(self) -> None:
         """Render; a canvas in a hidden tab can be too small for its layout, which

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         which = "test" if args.test else "validation"
         raise DatasetError(
-            f"the {which} set of {args.root} is empty with split {args.split!r}; "
-            "choose a split that leaves images for it"
+            f"the {which} set of {args.root} is empty with split {args.split!r}"
+            + (" and no --test-fraction; the model was trained without a test set"
+               if args.test and not args.test_fraction else
+               "; choose a split that leaves images for it")
         )
     analysis = analyze(
         predictor, items, top_k=args.top_losses, cam_method=args.cam_method,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import LoupeError
+from engine.errors import ConfigError, LoupeError
 from engine.events import CancelToken
 from engine.labels import RULE_SPELLINGS, parse_label_rule
 from engine.splits import SPLIT_SPELLINGS, parse_split_rule
@@ -122,6 +122,13 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
         if getattr(args, key, None) is None:
             value = recorded.get(key) if key != "subset" else None
             setattr(args, key, fallback if value is None else value)
+    trained_test = recorded.get("test_fraction")
+    if getattr(args, "test", False) and trained_test is not None \
+            and args.test_fraction != trained_test:
+        raise ConfigError(
+            f"{model} was trained with --test-fraction {trained_test:g}; a test set of "
+            f"{args.test_fraction:g} would hold images it trained on; leave --test-fraction out"
+        )
 
 
 def data_spec_from_args(args: argparse.Namespace):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QByteArray, QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication
 
@@ -143,10 +143,31 @@ def test_corrupted_settings_give_defaults_and_a_warning(qtbot, isolated_settings
     win = MainWindow(context)
     qtbot.addWidget(win)
     assert "Settings were damaged" in win.settings_warning
+    assert "could not be read" in win.settings_warning
+    assert "defaults for the settings file" not in win.settings_warning  # garbled wording
     assert win.statusBar().currentMessage() == win.settings_warning
     assert win.width() >= 900  # default geometry, not garbage
     win.save_state()
     assert QSettings().status() == QSettings.Status.NoError
+
+
+def test_geometry_from_a_larger_screen_is_not_called_damage(qtbot):
+    import struct
+
+    # What Qt saved for a 1200×800 window on a 1400 px wide screen (format 3.0); Qt will
+    # not restore it on this smaller screen. That is a moved laptop, not a damaged file.
+    rect = struct.pack(">4i", 100, 60, 1299, 859)
+    blob = (b"\x01\xd9\xd0\xcb" + struct.pack(">HH", 3, 0) + rect + rect
+            + struct.pack(">iBBi", 0, 0, 0, 1400) + rect)
+    settings = QSettings()
+    settings.setValue("window/geometry", QByteArray(blob))
+    settings.sync()
+    win = MainWindow(AppContext())
+    qtbot.addWidget(win)
+    assert win.settings_warning == ""
+    available = QGuiApplication.primaryScreen().availableGeometry()
+    assert win.width() <= max(win.minimumWidth(), available.width())
+    assert win.height() <= max(win.minimumHeight(), available.height())
 
 
 def test_wrongly_typed_settings_are_reported_not_fatal(qtbot):
@@ -170,6 +191,24 @@ def test_corrupted_project_file_gives_defaults_and_a_warning(window, qtbot):
         window.context.open_sample()
     assert any("could not be read" in m for m in messages_seen)
     assert window.context.project.label.spec == "upper:animal,food"
+
+
+def test_reopening_the_sample_with_a_damaged_project_keeps_its_rule_and_says_so(qtbot,
+                                                                              window):
+    with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
+        window.context.open_sample()
+    window.save_state()
+    project_file(sample_dir()).write_text('{"format": 1, "label": {"kind": "nonsense"')
+    again = MainWindow(AppContext())
+    qtbot.addWidget(again)
+    again.show()
+    with qtbot.waitSignal(again.context.dataPrepared, timeout=60_000):  # not "labels none"
+        again.after_first_paint()  # reopens the last project: the sample
+    assert again.context.project.label.spec == "upper:animal,food"
+    listed = [again.data_page.warnings.item(i).text()
+              for i in range(again.data_page.warnings.count())]
+    assert any("could not be read" in text for text in listed)
+    assert again.context.runner.shutdown(60_000)
 
 
 def _images(folder: Path, names: list[str]) -> list[Path]:

@@ -22,6 +22,7 @@ from engine.training.lr_find import LRFindResult
 def window(qtbot):
     context = AppContext()
     win = MainWindow(context)
+    context.mark_engine_ready()  # what the app's start-up warm-up does once torch is in
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)

@@ -219,3 +219,23 @@ def test_mpl_canvas_recolours_on_a_palette_switch(qtbot):
         assert ax.xaxis.label.get_color() == text
     finally:
         QApplication.setPalette(light)
+
+
+def test_hidden_mpl_canvas_renders_only_when_painted(qtbot, monkeypatch):
+    """A plot in a hidden tab costs nothing until it is shown (or grabbed)."""
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(320, 200)
+    renders = []
+    original = MplCanvas.draw
+    monkeypatch.setattr(MplCanvas, "draw", lambda self: (renders.append(1), original(self)))
+    canvas.axes().plot([0, 1], [1, 0])
+    canvas.redraw()
+    qtbot.wait(50)
+    assert renders == []
+    canvas.grab()  # painting a stale canvas renders it first
+    assert len(renders) == 1
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    canvas.redraw()
+    qtbot.waitUntil(lambda: len(renders) >= 2)

@@ -35,6 +35,9 @@ def test_an_unwritable_folder_is_reported_with_the_target_name(tmp_path):
     with pytest.raises(OSError) as info:
         atomic.atomic_write_json(target, {})
     assert info.value.filename == str(target)  # not the hidden temp file's name
+    with pytest.raises(OSError) as info:
+        atomic.atomic_write_with(target, lambda tmp: tmp.write_bytes(b"x"))
+    assert info.value.filename == str(target)
 
 
 def test_atomic_write_with_streams_through_a_temp_file(tmp_path):

@@ -251,3 +251,18 @@ def test_top_activating_images_for_a_channel(tmp_path):
         top_activating(predictor, list(reds.values()), "features.0", 5)
     with pytest.raises(ConfigError, match="no layer named"):
         top_activating(predictor, list(reds.values()), "features.9", 0)
+
+
+def test_filter_mosaic_tiles_every_filter_in_place():
+    import numpy as np
+
+    from engine.activations import filter_mosaic
+
+    filters = np.random.default_rng(0).random((10, 3, 3, 3))
+    mosaic = filter_mosaic(filters, columns=4, pad=1)
+    assert mosaic.shape == (3 * 4 - 1, 4 * 4 - 1, 4)
+    for index in range(10):
+        top, left = (index // 4) * 4, (index % 4) * 4
+        assert np.array_equal(mosaic[top:top + 3, left:left + 3, :3], filters[index])
+    assert mosaic[:, 3, 3].max() == 0.0  # gaps stay transparent
+    assert mosaic[8:, 8:, 3].max() == 0.0  # the two unused cells are empty

@@ -108,6 +108,9 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     # without data options, evaluate uses the run's own (its test fraction from data.json)
     code, out, _ = _cli(capsys, "evaluate", str(out_file), str(colours), "--test", "--json")
     assert code == 0 and json.loads(out)["n_images"] == first["n_images"]
+    code, _, err = _cli(capsys, "evaluate", str(out_file), str(colours), "--test",
+                        "--test-fraction", "0.3")
+    assert code == 1 and "trained with --test-fraction 0.2" in err  # would hold train images
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
     assert code == 0
     assert json.loads(out.splitlines()[-1])["model"] == str(out_file)
