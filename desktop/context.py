@@ -125,7 +125,6 @@ class AppContext(QObject):
         """
         from engine.labels import parse_label_rule
         from engine.project import load_project, project_file
-
         from engine.resources import sample_dir
 
         root = Path(path).expanduser().absolute()

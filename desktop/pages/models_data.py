@@ -156,7 +156,7 @@ def plot_runs(canvas: MplCanvas, summaries: Sequence[RunSummary]) -> None:
 
     for ax, title in ((loss_ax, "Loss"), (err_ax, "Error rate")):
         canvas.style_axes(ax)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -176,7 +176,13 @@ def plot_runs(canvas: MplCanvas, summaries: Sequence[RunSummary]) -> None:
         errs = [row.get("error_rate") for row in run.history]
         if any(isinstance(y, int | float) for y in errs):
             err_ax.plot(xs, errs, "-", color=colour, marker="o", markersize=3, label=short)
+    longest = max((run.epochs for run in summaries), default=0)
     for ax in (loss_ax, err_ax):
+        if longest:
+            # Whole epochs only: around a single point the automatic limits (0.945 …
+            # 1.055) held one integer, below the locator's minimum of two, so the ticks
+            # became overlapping decimals.
+            ax.set_xlim(0.75, longest + 0.25)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
     canvas.redraw()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from desktop.pages import models_page
@@ -107,3 +109,22 @@ def test_model_summary_follows_the_context(qtbot, context, bundle_file, fresh_pr
         assert page.export_button.isEnabled()
     else:
         assert "No model loaded" in page.model_label.text()
+
+
+def test_run_curves_have_whole_epoch_ticks_even_for_one_epoch(qtbot, context):  # noqa: F811
+    # One epoch: the automatic limits around a single point had no integer in them and
+    # the axis showed overlapping ticks 0.945 … 1.050.
+    from desktop.pages.models_data import RunSummary, plot_runs
+    from desktop.widgets.mpl_canvas import MplCanvas
+
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    run = RunSummary("20261127-050008-resnet18-5a294d", Path("run"), "resnet18", "finished",
+                     None, ({"train_loss": 0.73, "valid_loss": 0.71, "error_rate": 0.5},))
+    plot_runs(canvas, [run])
+    canvas.resize(600, 300)
+    canvas.draw()
+    for ax in canvas.figure.axes:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown == [1.0]

@@ -235,7 +235,11 @@ def test_first_conv_filters_picture(corner_model):
     first = (weights[0] - weights[0].min()) / (weights[0].max() - weights[0].min())
     assert np.allclose(filters[0], first.permute(1, 2, 0).numpy(), atol=1e-6)
     figure = filters_figure(filters)
-    assert sum(1 for axis in figure.axes if axis.images) == 16
+    (image,) = [image for axis in figure.axes for image in axis.images]  # one mosaic
+    mosaic = np.asarray(image.get_array())
+    assert mosaic.shape == (2 * 4 - 1, 8 * 4 - 1, 4)  # 16 filters of 3×3, 8 a row, 1 px gaps
+    assert np.allclose(mosaic[:3, :3, :3], filters[0]) and np.allclose(mosaic[:3, :3, 3], 1)
+    assert np.allclose(mosaic[4:7, 28:31, :3], filters[15])
 
 
 def test_top_activating_images_for_a_channel(tmp_path):
