@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 from engine.cli.predict_cmd import _positive, _probability
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import DatasetError
     from engine.predict import Predictor
 
+    _refuse_out_inside_images(Path(args.out), Path(args.root))
     predictor = Predictor.from_file(args.model, device=args.device)
     apply_model_defaults(args, args.model)
     prepared = prepare_data(data_spec_from_args(args))
@@ -83,3 +85,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped (unreadable): {skipped}", file=sys.stderr)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _refuse_out_inside_images(out: Path, root: Path) -> None:
+    """Figures are PNGs with fixed names: inside the image folder they could replace a
+    user's image (``confusion.png``) and would be scanned as data next time."""
+    from engine.errors import ConfigError
+
+    out_real, root_real = out.expanduser().resolve(), root.expanduser().resolve()
+    if out_real == root_real or root_real in out_real.parents:
+        raise ConfigError(
+            f"--out {out} is inside the image folder {root}; Loupe never writes there. "
+            "Choose a folder outside it."
+        )

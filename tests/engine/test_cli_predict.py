@@ -201,6 +201,12 @@ def test_analyze_writes_figures_and_metrics(tmp_path, bundle, capsys):
         assert (out / name).stat().st_size > 1000
     assert "4 images" in capsys.readouterr().out
 
+    inside = root / "valid" / "cat"
+    before = sorted((p.name, p.read_bytes()) for p in inside.iterdir())
+    code = main(["analyze", str(bundle), str(root), "--split", "folders", "--out", str(inside)])
+    assert code == 1 and "inside the image folder" in capsys.readouterr().err
+    assert sorted((p.name, p.read_bytes()) for p in inside.iterdir()) == before
+
 
 def test_analyze_and_evaluate_default_to_the_split_the_model_was_trained_with(
     tmp_path, capsys
