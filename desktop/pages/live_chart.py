@@ -106,9 +106,8 @@ class LiveChart(QWidget):
         palette = self.palette()
         fg = palette.color(QPalette.ColorRole.WindowText)
         painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Base))
-        left, top, right, bottom = self.MARGINS
-        plot = QRectF(left, top, max(10, self.width() - left - right),
-                      max(10, self.height() - top - bottom))
+        top = self.MARGINS[1]
+        plot = self.plot_rect()
         painter.setPen(fg)
         painter.drawText(QRectF(0, 2, self.width(), top - 4), Qt.AlignmentFlag.AlignCenter,
                          self.title)
@@ -125,7 +124,7 @@ class LiveChart(QWidget):
         for series in self.series:
             self._draw_series(painter, plot, bounds, series)
         painter.setClipping(False)
-        self._draw_legend(painter, plot, fg)
+        self._draw_legend(painter, plot, bounds, fg)
 
     @staticmethod
     def _map(plot: QRectF, bounds: tuple[float, float, float, float], x: float,
@@ -177,14 +176,44 @@ class LiveChart(QWidget):
                 painter.drawEllipse(point, 3.5, 3.5)
             painter.setBrush(Qt.BrushStyle.NoBrush)
 
-    def _draw_legend(self, painter: QPainter, plot: QRectF, fg: QColor) -> None:
+    def plot_rect(self) -> QRectF:
+        left, top, right, bottom = self.MARGINS
+        return QRectF(left, top, max(10, self.width() - left - right),
+                      max(10, self.height() - top - bottom))
+
+    def legend_rect(self, plot: QRectF | None = None,
+                    bounds: tuple[float, float, float, float] | None = None) -> QRectF | None:
+        """Where the legend goes: the plot corner covering the fewest points (it sat in
+        the top right, over the batch-loss spikes and the last epochs' points)."""
         named = [s for s in self.series if s.xs and s.name]
         if len(named) < 2:
-            return
-        metrics = QFontMetrics(painter.font())
+            return None
+        plot = plot or self.plot_rect()
+        bounds = bounds or self._bounds()
+        metrics = QFontMetrics(self.font())
         width = max(metrics.horizontalAdvance(s.name) for s in named) + 34
         height = metrics.height() * len(named) + 8
-        box = QRectF(plot.right() - width - 6, plot.top() + 6, width, height)
+        points = []  # the lines, sampled along each segment (not only at the data points)
+        for series in self.series:
+            mapped = [self._map(plot, bounds, x, y)
+                      for x, y in zip(series.xs, series.ys, strict=True)]
+            points += mapped[:1]
+            for a, b in zip(mapped, mapped[1:], strict=False):
+                points += [a + (b - a) * (k / 4) for k in range(1, 5)]
+        corners = [QRectF(plot.right() - width - 6, plot.top() + 6, width, height),
+                   QRectF(plot.left() + 6, plot.top() + 6, width, height),
+                   QRectF(plot.right() - width - 6, plot.bottom() - height - 6, width, height),
+                   QRectF(plot.left() + 6, plot.bottom() - height - 6, width, height)]
+        return min(corners, key=lambda box: sum(box.adjusted(-8, -8, 8, 8).contains(point)
+                                                for point in points))
+
+    def _draw_legend(self, painter: QPainter, plot: QRectF,
+                     bounds: tuple[float, float, float, float], fg: QColor) -> None:
+        box = self.legend_rect(plot, bounds)
+        if box is None:
+            return
+        named = [s for s in self.series if s.xs and s.name]
+        metrics = QFontMetrics(painter.font())
         painter.fillRect(box, self.palette().color(QPalette.ColorRole.Base))
         painter.setPen(QColor(fg.red(), fg.green(), fg.blue(), 90))
         painter.drawRect(box)

@@ -55,6 +55,7 @@ class FolderPanel(QWidget):
         super().__init__(parent)
         self._context = context
         self._worker: Any = None
+        self._folder: Path | None = None
         self._result: Any = None
         self.title = QLabel("", self)
         self.progress = QProgressBar(self)
@@ -98,6 +99,7 @@ class FolderPanel(QWidget):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         csv_path = paths.cache_dir() / "predictions" / f"{folder.name or 'folder'}-{stamp}.csv"
         self._result = None
+        self._folder = Path(folder)
         self.table.setRowCount(0)
         self.summary.setText("")
         self.title.setText(f"Predicting {folder}")
@@ -186,19 +188,29 @@ class FolderPanel(QWidget):
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
 
+    def _shown_name(self, path: Path) -> str:
+        """The path under the predicted folder: bare names were ambiguous in subfolders
+        (cats/001.jpg and dogs/001.jpg were both "001.jpg")."""
+        folder = self._folder
+        try:
+            return Path(path).relative_to(folder).as_posix() if folder else Path(path).name
+        except ValueError:
+            return Path(path).name
+
     def _fill_table(self, result: Any) -> None:
         rows = result.rows[:ROW_LIMIT]
         self.table.setRowCount(len(rows))
         for index, row in enumerate(rows):
             pred = row.prediction
+            name = self._shown_name(row.path)
             if pred is None:
-                cells = [row.path.name, "", "", row.error]
+                cells = [name, "", "", row.error]
             elif pred.multi_label:
-                cells = [row.path.name, "; ".join(n for n, _ in pred.top) or "(none)",
+                cells = [name, "; ".join(n for n, _ in pred.top) or "(none)",
                          f"{max(pred.probs.values()):.1%}", ""]
             else:
                 label, prob = pred.top[0]
-                cells = [row.path.name, "unknown" if pred.unknown else label, f"{prob:.1%}",
+                cells = [name, "unknown" if pred.unknown else label, f"{prob:.1%}",
                          f"best guess {label}" if pred.unknown else ""]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)

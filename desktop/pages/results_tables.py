@@ -45,7 +45,9 @@ def _draw_prf(canvas: MplCanvas, rows: Sequence[Mapping[str, Any]]) -> None:
                   ha="right" if len(shown) > 6 else "center")
     ax.set_ylim(0, 1.05)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="x-small", ncols=3, loc="lower right")
+    # Above the plot: bars rise from the bottom, so "lower right" covered the last class.
+    ax.legend(fontsize="x-small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
     canvas.redraw()
 
 

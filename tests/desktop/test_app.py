@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,15 @@ def test_excepthook_logs_to_the_log_dir_and_shows_a_dialog(monkeypatch, qapp, me
     assert "boom in a slot" in text and "Traceback" in text
     assert ("exec", "Loupe: unexpected error", "boom in a slot") in messages.records
     handler.close()
+
+
+def test_window_settings_live_under_loupe_home(tmp_path, qapp):
+    # Scripts and tests isolate Loupe with LOUPE_HOME; the window state went to the user's
+    # ~/.config/Loupe all the same, so an offscreen screenshot run left a geometry that
+    # the next real start reported as "settings were damaged".
+    from PySide6.QtCore import QSettings
+
+    folder = app_module.use_loupe_home_settings({"LOUPE_HOME": str(tmp_path)})
+    assert folder == tmp_path / "config"
+    assert Path(QSettings().fileName()).is_relative_to(tmp_path / "config")
+    assert app_module.use_loupe_home_settings({}) is None

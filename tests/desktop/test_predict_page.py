@@ -118,6 +118,9 @@ def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F8
         send_drop(page, [dataset_root])  # a dropped folder, with a model loaded
     result = blocker.args[0]
     assert len(result.rows) == 12 and panel.table.rowCount() == 12
+    # Rows name the file under the folder: cat/cat_0.png and dog/dog_0.png, not bare names.
+    shown = {panel.table.item(r, 0).text() for r in range(panel.table.rowCount())}
+    assert shown == {p.relative_to(dataset_root).as_posix() for p in dataset_root.rglob("*.png")}
     target = panel.save_csv(tmp_path / "out" / "preds.csv")
     with target.open(newline="") as handle:
         rows = list(csv.DictReader(handle))

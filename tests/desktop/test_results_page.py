@@ -246,3 +246,21 @@ def test_confusion_cell_text_contrasts_with_its_cell(qtbot):
         col, row = (round(v) for v in text.get_position())
         cell = image.cmap(image.norm(counts[row][col]))
         assert abs(luminance(text.get_color()) - luminance(cell)) > 0.35, text.get_text()
+
+
+def test_per_class_legend_does_not_cover_the_bars(qtbot):
+    from desktop.pages.results_tables import _draw_prf
+    from desktop.widgets.mpl_canvas import MplCanvas
+
+    canvas = MplCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(700, 400)
+    rows = [{"class": name, "precision": 0.9, "recall": 0.95, "f1": 0.92}
+            for name in ("animal", "food")]
+    _draw_prf(canvas, rows)
+    canvas.draw()
+    renderer = canvas.figure.canvas.get_renderer()
+    ax = canvas.figure.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    for bar in ax.patches:
+        assert not legend.overlaps(bar.get_window_extent(renderer))

@@ -239,3 +239,22 @@ def test_hidden_mpl_canvas_renders_only_when_painted(qtbot, monkeypatch):
     qtbot.waitExposed(canvas)
     canvas.redraw()
     qtbot.waitUntil(lambda: len(renders) >= 2)
+
+
+def test_live_chart_legend_avoids_the_lines(qtbot):
+    from desktop.pages.live_chart import LiveChart, Series
+
+    chart = LiveChart("loss")
+    qtbot.addWidget(chart)
+    chart.resize(400, 300)
+    rising = chart.add_series(Series("train", "#1f77b4"))
+    flat = chart.add_series(Series("valid", "#ff7f0e"))
+    for x in range(1, 9):
+        rising.add(x, x * x)  # ends in the top right, where the legend used to sit
+        flat.add(x, 30.0)
+    box = chart.legend_rect()
+    plot, bounds = chart.plot_rect(), chart._bounds()
+    points = [chart._map(plot, bounds, x, y) for s in (rising, flat)
+              for x, y in zip(s.xs, s.ys, strict=True)]
+    assert box is not None and not any(box.contains(p) for p in points)
+    assert not chart.grab().isNull()
