@@ -13,16 +13,34 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any threads.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _temp_next_to(path: Path) -> tuple[int, str]:
     """Create the folder and a temp file beside ``path`` (same file system: atomic replace).
 
-    A failure names the file the caller asked for, not our hidden temp name.
+    mkstemp makes the file private (0600); it gets the mode a plain ``open()`` would give
+    (or the replaced file's mode), so an exported CSV or model is readable like any other
+    file the user saves. A failure names the file the caller asked for, not our temp name.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise type(err)(err.errno, err.strerror, str(path)) from err
+    try:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
+    except OSError:
+        pass  # file systems without modes (FAT, some network shares): keep mkstemp's
+    return fd, tmp
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

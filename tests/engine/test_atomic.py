@@ -66,3 +66,17 @@ def test_atomic_write_with_failing_writer_keeps_old_file(tmp_path):
         atomic.atomic_write_with(target, half_write)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    fresh = atomic.atomic_write_text(tmp_path / "preds.csv", "a,b\n")
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask
+    kept = tmp_path / "shared.json"
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    atomic.atomic_write_json(kept, {"x": 1})
+    assert kept.stat().st_mode & 0o777 == 0o640
