@@ -33,15 +33,41 @@ def _warning_brush(palette: QPalette) -> QBrush:
     return QBrush(QColor(110, 45, 30) if dark else QColor(255, 224, 204))
 
 
-class PreviewModel(QAbstractTableModel):
+class _RowsModel(QAbstractTableModel):
+    """A read-only table of tuples: the first ``len(HEADERS)`` fields are the columns."""
+
+    HEADERS: tuple[str, ...] = ()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[tuple[Any, ...]] = []
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if index.isValid() and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return self._rows[index.row()][index.column()]
+        return None
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+
+class PreviewModel(_RowsModel):
     """File → label(s) → set, then unmatched files (highlighted) and excluded ones."""
 
     HEADERS = ("File", "Label", "Set / reason")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._rows: list[tuple[str, str, str, bool]] = []
-        self._brush = QBrush()
+        self._brush = QBrush()  # rows are (rel, label, set or reason, unmatched)
 
     def set_data(self, labelling: Any, plan: Any, palette: QPalette) -> None:
         """Rows from an ``engine.labels.Labelling`` and (if the split worked) its plan."""
@@ -75,27 +101,11 @@ class PreviewModel(QAbstractTableModel):
         rel, label, status, _ = self._rows[row]
         return rel, label, status
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        row = self._rows[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return row[index.column()]
-        if role == Qt.ItemDataRole.BackgroundRole and row[3]:
+        if (role == Qt.ItemDataRole.BackgroundRole and index.isValid()
+                and self._rows[index.row()][3]):
             return self._brush
-        return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
-        return None
+        return super().data(index, role)
 
 
 class PreviewFilter(QSortFilterProxyModel):
@@ -121,36 +131,15 @@ class PreviewFilter(QSortFilterProxyModel):
         return super().filterAcceptsRow(source_row, source_parent)
 
 
-class RejectedModel(QAbstractTableModel):
+class RejectedModel(_RowsModel):
     """Files the scan could not use, with the engine's human reason."""
 
     HEADERS = ("File", "Why it was rejected")
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._rows: list[tuple[str, str]] = []
 
     def set_scan(self, scan: Any) -> None:
         self.beginResetModel()
         self._rows = [(r.rel, r.reason) for r in (scan.rejected if scan is not None else ())]
         self.endResetModel()
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else 2
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if index.isValid() and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return self._rows[index.row()][index.column()]
-        return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
-        return None
 
 
 class CountsChart(MplCanvas):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,7 @@ from engine import cache as cache_mod
 from engine.cache import ImageCache, cache_key, presize_for
 from engine.errors import CancelledError, ConfigError, DatasetError
 from engine.events import CancelToken, Finished, Progress, Started, WarningEvent
-
-
-@dataclass(frozen=True)
-class Item:
-    """The fields the cache reads from engine.scan.ImageItem."""
-
-    path: Path
-    size: int
-    mtime_ns: int
-
-
-def item_for(path: Path) -> Item:
-    st = path.stat()
-    return Item(path, st.st_size, st.st_mtime_ns)
+from tests.engine.cache_items import Item, item_for
 
 
 def make_images(folder: Path, n: int = 8) -> list[Item]:

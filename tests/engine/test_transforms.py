@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,7 @@ from engine.transforms import (
     eval_tensor_from_path,
     normalize,
 )
-
-
-@dataclass(frozen=True)
-class Item:
-    path: Path
-    size: int
-    mtime_ns: int
-
-
-def item_for(path: Path) -> Item:
-    st = path.stat()
-    return Item(path, st.st_size, st.st_mtime_ns)
+from tests.engine.cache_items import Item, item_for
 
 
 def gradient(w: int, h: int) -> Image.Image:
