@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     _refuse_out_inside_images(Path(args.out), Path(args.root))
     predictor = Predictor.from_file(args.model, device=args.device)
-    apply_model_defaults(args, args.model)
+    for warning in apply_model_defaults(args, args.model):
+        print(f"loupe {args.command}: warning: {warning}", file=sys.stderr)
     prepared = prepare_data(data_spec_from_args(args))
     items = prepared.plan.test if args.test else prepared.plan.valid
     if not items:

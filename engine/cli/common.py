@@ -91,8 +91,11 @@ def add_data_options(parser: argparse.ArgumentParser, *, model_defaults: bool = 
     )
 
 
-def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
+def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> list[str]:
     """Fill the data options the user left out with those the model was trained with.
+
+    Returns a warning for each option the user gave that differs from training: the
+    "validation" images may then include images the model trained on.
 
     The bundle records the label rule, split and seed; the run folder, when it is still on
     this machine, also has the test fraction and the resolved CSV path. Reads only the
@@ -118,10 +121,17 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
                             seed=split.seed, test_fraction=split.test_fraction)
         except (OSError, ValueError, KeyError, TypeError, LoupeError):
             pass  # the bundle's own record is enough
+    warnings = []
     for key, fallback in DATA_DEFAULTS.items():
-        if getattr(args, key, None) is None:
-            value = recorded.get(key) if key != "subset" else None
+        given, value = getattr(args, key, None), recorded.get(key) if key != "subset" else None
+        if given is None:
             setattr(args, key, fallback if value is None else value)
+        elif value is not None and given != value:
+            option = "--" + key.replace("_", "-")
+            warnings.append(
+                f"{option} {given} differs from the {value} {model} was trained with: "
+                "the images scored may include images it trained on"
+            )
     trained_test = recorded.get("test_fraction")
     if getattr(args, "test", False) and trained_test is not None \
             and args.test_fraction != trained_test:
@@ -129,6 +139,7 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> None:
             f"{model} was trained with --test-fraction {trained_test:g}; a test set of "
             f"{args.test_fraction:g} would hold images it trained on; leave --test-fraction out"
         )
+    return warnings
 
 
 def data_spec_from_args(args: argparse.Namespace):

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.dataset import prepare_data
     from engine.training import evaluate
 
-    apply_model_defaults(args, args.model)
+    for warning in apply_model_defaults(args, args.model):
+        print(f"loupe {args.command}: warning: {warning}", file=sys.stderr)
     prepared = prepare_data(data_spec_from_args(args))
     result = evaluate(args.model, prepared, test=args.test, device=args.device)
     if args.json:

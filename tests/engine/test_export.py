@@ -6,6 +6,7 @@ import builtins
 import json
 
 import numpy as np
+import onnxruntime  # the dev extra installs the optional loupe[onnx]
 import pytest
 import torch
 
@@ -13,8 +14,6 @@ from engine.errors import ConfigError, LoupeError
 from engine.export import export_onnx, export_torchscript, read_sidecar, require_onnx
 from engine.predict import Predictor
 from tests.engine.predict_helpers import make_bundle, save_noise
-
-onnxruntime = pytest.importorskip("onnxruntime", reason="the optional extra loupe[onnx]")
 
 
 @pytest.fixture
