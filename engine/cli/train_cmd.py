@@ -217,3 +217,10 @@ def _check_resume_root(args: argparse.Namespace) -> None:
             f"run {run_dir.name} trained on {saved}, not {args.root}; "
             "resume it with that folder (its label and split options are reused)"
         )
+    from engine.cli.common import DATA_DEFAULTS
+
+    ignored = [f"--{key.replace('_', '-')} {getattr(args, key)}"
+               for key, default in DATA_DEFAULTS.items() if getattr(args, key, default) != default]
+    if ignored:
+        print(f"loupe train: warning: {', '.join(ignored)} ignored: a resumed run keeps the "
+              f"label and split options of run {run_dir.name}", file=sys.stderr)

@@ -114,6 +114,9 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
     assert code == 0
     assert json.loads(out.splitlines()[-1])["model"] == str(out_file)
+    assert "ignored" not in err
+    code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--seed", "7")
+    assert code == 0 and "--seed 7 ignored: a resumed run keeps" in err
     code, out, err = _cli(capsys, "train", str(tmp_path), "--resume", run.name)
     assert code == 1 and "trained on" in err
 
