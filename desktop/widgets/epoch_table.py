@@ -11,8 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QFont
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
 _FIXED = ("train_loss", "valid_loss", "error_rate")
@@ -20,8 +20,6 @@ _TIME_KEYS = ("seconds", "time", "epoch_seconds")
 # Bookkeeping the engine logs per epoch that is not a metric (fastai's table omits it).
 _HIDDEN = frozenset({"epoch", "phase", "total_epochs", "batch_size", "size", "lr", "lrs",
                      *_TIME_KEYS})
-
-_Index = QModelIndex | QPersistentModelIndex
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -42,14 +40,25 @@ def _format_metric(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class EpochTableModel(QAbstractTableModel):
-    """Rows of (epoch, phase, metrics, seconds); columns grow when a new metric appears."""
+class EpochTableModel(QStandardItemModel):
+    """Rows of (epoch, phase, metrics, seconds); columns grow when a new metric appears.
+
+    Why a QStandardItemModel: its cells live in C++, so painting, sizing columns to their
+    contents and scrolling never call back into Python. A Python ``data()`` override is
+    called for every role of every cell on each layout, and each call must take the GIL
+    from the training threads; at the first epoch's end (new metric columns, the whole
+    table re-measured) those hand-overs stalled the GUI thread for 15-20 ms.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._rows: list[dict[str, Any]] = []
         self._metrics: list[str] = list(_FIXED)
         self._show_phase = False
+        self._font = QFont()
+        self._font.setStyleHint(QFont.StyleHint.Monospace)
+        self._font.setFamily("monospace")
+        self.setHorizontalHeaderLabels(self.columns())
 
     def columns(self) -> list[str]:
         """Header names, in display order."""
@@ -59,24 +68,34 @@ class EpochTableModel(QAbstractTableModel):
     def add_row(self, epoch: int, metrics: Mapping[str, Any], phase: str = "") -> None:
         seconds = next((metrics[k] for k in _TIME_KEYS if k in metrics), None)
         new_metrics = [k for k in metrics if k not in _HIDDEN and k not in self._metrics]
-        if new_metrics or (phase and not self._show_phase):
-            self.beginResetModel()
-            self._metrics.extend(new_metrics)
-            self._show_phase = self._show_phase or bool(phase)
-            self._rows.append({"epoch": epoch, "phase": phase, "m": dict(metrics), "s": seconds})
-            self.endResetModel()
-            return
-        row = len(self._rows)
-        self.beginInsertRows(QModelIndex(), row, row)
+        if phase and not self._show_phase:
+            self._show_phase = True
+            self._insert_column(1)
+        for name in new_metrics:  # before "time", in the order the engine reports them
+            self._metrics.append(name)
+            self._insert_column(len(self.columns()) - 2)
         self._rows.append({"epoch": epoch, "phase": phase, "m": dict(metrics), "s": seconds})
-        self.endInsertRows()
+        row = len(self._rows) - 1
+        self.appendRow([self._item(row, c) for c in range(len(self.columns()))])
+
+    def _insert_column(self, column: int) -> None:
+        """Insert ``column`` (already in :meth:`columns`) with its cells for existing rows."""
+        self.insertColumn(column, [self._item(r, column) for r in range(len(self._rows))])
+        self.setHorizontalHeaderItem(column, QStandardItem(self.columns()[column]))
+
+    def _item(self, row: int, column: int) -> QStandardItem:
+        item = QStandardItem(self.cell_text(row, column))
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        item.setFont(self._font)
+        item.setEditable(False)
+        return item
 
     def clear(self) -> None:
-        self.beginResetModel()
+        super().clear()
         self._rows.clear()
         self._metrics = list(_FIXED)
         self._show_phase = False
-        self.endResetModel()
+        self.setHorizontalHeaderLabels(self.columns())
 
     def cell_text(self, row: int, column: int) -> str:
         """The text shown at (row, column); also what tests and copy-paste read."""
@@ -91,36 +110,6 @@ class EpochTableModel(QAbstractTableModel):
         if name == "time":
             return format_seconds(data["s"])
         return _format_metric(data["m"].get(name))
-
-    # Qt model interface -------------------------------------------------------------
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns())
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self.cell_text(index.row(), index.column())
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.FontRole:
-            font = QFont()
-            font.setStyleHint(QFont.StyleHint.Monospace)
-            font.setFamily("monospace")
-            return font
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
-            return None
-        if orientation == Qt.Orientation.Horizontal:
-            return self.columns()[section]
-        return None
 
 
 class EpochTable(QTableView):

@@ -241,12 +241,22 @@ class Session:
         )
 
     def epoch_finished(self, row: dict[str, Any], total: int) -> None:
-        """Checkpoint, log the metrics line, announce the epoch, watch for overfitting."""
+        """Announce the epoch, checkpoint, log the metrics line, watch for overfitting.
+
+        The event goes first: a GUI redraws its table and curves on it, and that work
+        needs the GIL in many short stretches. Taking the state copy releases the GIL
+        (torch copies), while the checkpoint writer's flattening and the metrics write
+        take it; announcing first lets the GUI finish before they start, instead of
+        queueing behind them (a 30-40 ms stall of the window at every epoch's end).
+        The checkpoint is written whatever the callback does.
+        """
         self.history.append(row)
-        self.save_checkpoint(total)
-        runs.append_metrics(self.run_dir, row)
         numbers = {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
-        self.events(EpochEnded(row["epoch"], total, row["phase"], numbers))
+        try:
+            self.events(EpochEnded(row["epoch"], total, row["phase"], numbers))
+        finally:
+            self.save_checkpoint(total)
+            runs.append_metrics(self.run_dir, row)
         if not self.overfit_warned and _overfitting(self.history):
             self.overfit_warned = True
             self.events(
