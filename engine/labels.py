@@ -28,6 +28,25 @@ _HEADER_LABEL = {"label", "labels", "class", "classes", "tag", "tags", "category
 _LABEL_SPLIT = re.compile(r"[;\s]+")
 
 
+def compile_with_group(pattern: str, *, name: str, part: str, example: str) -> re.Pattern[str]:
+    """Compile a user's regex that must capture something (a label, a group id).
+
+    The error says where the pattern is invalid, or that it captures nothing, with an
+    example; ``name`` is how the message calls the pattern ("regex", "group regex").
+    """
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        where = f" at position {err.pos}" if err.pos is not None else ""
+        raise ConfigError(f"invalid {name} '{pattern}'{where}: {err.msg}") from err
+    if compiled.groups == 0:
+        raise ConfigError(
+            f"{name} '{pattern}' has no capture group; put {part} in parentheses, "
+            f"e.g. '{example}'"
+        )
+    return compiled
+
+
 @lru_cache(maxsize=64)
 def compile_label_regex(pattern: str) -> re.Pattern[str]:
     """Compile a regex rule, saying where it is invalid and insisting on one label group.
@@ -35,16 +54,9 @@ def compile_label_regex(pattern: str) -> re.Pattern[str]:
     One capture group is the label (fastai's RegexLabeller). With several groups, the one
     named ``label`` is used, so ``(?P<label>...)`` keeps helper groups possible.
     """
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        where = f" at position {err.pos}" if err.pos is not None else ""
-        raise ConfigError(f"invalid regex '{pattern}'{where}: {err.msg}") from err
-    if compiled.groups == 0:
-        raise ConfigError(
-            f"regex '{pattern}' has no capture group; put the label part in parentheses, "
-            r"e.g. '^(.+)_\d+\.\w+$'"
-        )
+    compiled = compile_with_group(
+        pattern, name="regex", part="the label part", example=r"^(.+)_\d+\.\w+$"
+    )
     if compiled.groups > 1 and "label" not in compiled.groupindex:
         raise ConfigError(
             f"regex '{pattern}' has {compiled.groups} capture groups; use exactly one, "

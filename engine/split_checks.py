@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from engine.errors import ConfigError
 from engine.events import CancelToken
-from engine.labels import LabelledItem
+from engine.labels import LabelledItem, compile_with_group
 
 SETS: tuple[str, ...] = ("train", "valid", "test")
 FEW_IMAGES = 5
@@ -25,17 +24,9 @@ FEW_IMAGES = 5
 
 @lru_cache(maxsize=32)
 def compile_group_regex(pattern: str) -> re.Pattern[str]:
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        where = f" at position {err.pos}" if err.pos is not None else ""
-        raise ConfigError(f"invalid group regex '{pattern}'{where}: {err.msg}") from err
-    if compiled.groups == 0:
-        raise ConfigError(
-            f"group regex '{pattern}' has no capture group; put the group id in parentheses, "
-            r"e.g. 'driver_(\d+)/'"
-        )
-    return compiled
+    return compile_with_group(
+        pattern, name="group regex", part="the group id", example=r"driver_(\d+)/"
+    )
 
 
 def group_id(rel: str, pattern: str) -> str | None:
