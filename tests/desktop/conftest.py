@@ -70,3 +70,21 @@ def messages(monkeypatch) -> MessageRecorder:
 
     monkeypatch.setattr(QMessageBox, "exec", exec_box)
     return recorder
+
+
+@pytest.fixture
+def window(qtbot):
+    """A shown MainWindow; afterwards its workers must all stop within a minute."""
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.context import AppContext
+    from desktop.main_window import MainWindow
+
+    context = AppContext()
+    win = MainWindow(context)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    assert context.runner.shutdown(60_000)
+    QApplication.processEvents()  # deliver queued results while message boxes are recorded

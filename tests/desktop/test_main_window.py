@@ -22,18 +22,6 @@ TINY = {"arch": "resnet18", "size": 32, "freeze_epochs": 0, "pretrained": "none"
 
 
 @pytest.fixture
-def window(qtbot):
-    context = AppContext()
-    win = MainWindow(context)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    assert context.runner.shutdown(60_000)
-    QApplication.processEvents()  # deliver queued results while message boxes are recorded
-
-
-@pytest.fixture
 def sample_window(window, qtbot):
     with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
         qtbot.mouseClick(window.start_page.sample_button, Qt.MouseButton.LeftButton)

@@ -7,28 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QFileDialog
+from PySide6.QtWidgets import QFileDialog
 
 import engine.training
 import engine.weights
-from desktop.context import AppContext
-from desktop.main_window import MainWindow
 from desktop.pages.train_settings import probe_devices
 from engine.errors import WeightsError
 from engine.training.lr_find import LRFindResult
 
 
 @pytest.fixture
-def window(qtbot):
-    context = AppContext()
-    win = MainWindow(context)
-    context.mark_engine_ready()  # what the app's start-up warm-up does once torch is in
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    assert context.runner.shutdown(60_000)
-    QApplication.processEvents()  # deliver queued results while message boxes are recorded
+def window(window):
+    """The shown main window (conftest), with the engine marked ready as the app's
+    start-up warm-up does once torch is in: the Train page then fills its settings."""
+    window.context.mark_engine_ready()
+    return window
 
 
 @pytest.fixture
