@@ -216,15 +216,13 @@ def collect_outputs(
 def _input_for(
     predictor: Predictor, labelled: LabelledItem, cache: ImageCache | None
 ) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
-    """The validation view of one item: from the image cache if its presize matches."""
-    pre = predictor.preprocessing
-    if cache is not None and getattr(cache, "presize", None) == pre.presize:
-        from engine.transforms import eval_tensor_from_cached, normalize
-
-        u8 = cache.get(labelled.item)
-        height, width = int(u8.shape[1]), int(u8.shape[2])
-        x = normalize(eval_tensor_from_cached(u8, pre.size), pre.mean, pre.std)
-        return x, predictor.crop_box_for((width, height))
+    """The validation view of one item, from the image cache if it was made the same way;
+    the box uses the scan's original size (a squished or padded cache entry is square)."""
+    pre, item = predictor.preprocessing, labelled.item
+    same = (getattr(cache, "presize", None), getattr(cache, "resize", "crop"))
+    if cache is not None and same == (pre.presize, pre.resize) and getattr(item, "width", 0):
+        x = pre.eval_input_from_cached(cache.get(item))
+        return x, predictor.crop_box_for((item.width, item.height))
     prepared = predictor.prepare(labelled.item.path)
     return prepared.tensor, prepared.crop_box
 

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 BUNDLE_SUFFIX = ".loupe"
-FORMAT_VERSION = 1
+# 2: preprocessing states its resize method (crop, squish, pad). Version 1 bundles have no
+# such field and were all "crop"; they still load. Older Loupes refuse version 2 rather than
+# silently center-cropping images for a model trained on squished or padded ones.
+FORMAT_VERSION = 2
 META_KEY = "loupe"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -40,7 +43,7 @@ class BundleMeta:
     """What a bundle says about its model; everything needed to predict elsewhere.
 
     ``preprocessing`` is an ``engine.transforms.Preprocessing`` (size, presize,
-    interpolation, mean, std). ``training`` is a free summary (epochs, final metrics,
+    interpolation, mean, std, resize method). ``training`` is a free summary (epochs, final metrics,
     label rule, split rule, seed, run id); ``versions`` records torch/timm/loupe.
     """
 

@@ -1,13 +1,15 @@
 """Decoded-image cache: every image is decoded once per presize, then never again.
 
 Decoding a PNG or JPEG costs far more than everything else a CPU epoch does with a small
-image, so the cache keeps each image as a presized uint8 3×H×W tensor (short side ==
-``presize``, slightly larger than the training size so random crops have room). Tensors
-live in RAM up to a byte budget (least recently used leave first); what does not fit is
-spilled to plain ``.npy`` files under the user cache dir and read back from there, which
-is still far cheaper than decoding. Entries are keyed by the file's absolute path, byte
-size, mtime and the presize, so an edited file gets a new key and is decoded afresh, and
-a later session on the same folder starts from the spill files.
+image, so the cache keeps each image as a presized uint8 3×H×W tensor (for the ``crop``
+resize method the short side is ``presize``, slightly larger than the training size so
+random crops have room; for ``squish`` and ``pad`` a ``presize``×``presize`` square, see
+:mod:`engine.resize`). Tensors live in RAM up to a byte budget (least recently used leave
+first); what does not fit is spilled to plain ``.npy`` files under the user cache dir and
+read back from there, which is still far cheaper than decoding. Entries are keyed by the
+file's absolute path, byte size, mtime, the presize and the resize method, so an edited
+file gets a new key and is decoded afresh, and a later session on the same folder starts
+from the spill files.
 
 ``decode_count`` counts calls to the image decoder; the tests and the benchmark use it to
 prove that epochs after the first decode nothing.
@@ -40,6 +42,7 @@ from engine.events import (
     WarningEvent,
     ignore_event,
 )
+from engine.resize import LEGACY_RESIZE, SQUARE_METHODS, check_resize, resize_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -61,47 +64,67 @@ class CacheableItem(Protocol):
     def mtime_ns(self) -> int: ...
 
 
-def presize_for(size: int) -> int:
-    """The short side images are cached at for training size ``size``: ceil(size × 1.15).
+def presize_for(size: int, resize: str = LEGACY_RESIZE) -> int:
+    """The side images are cached at for training size ``size`` and resize method ``resize``.
 
-    Integer arithmetic, so e.g. 20 → 23 exactly rather than a float rounding accident.
+    ``crop``: a short side of ceil(size × 1.15), so random crops have room (integer
+    arithmetic, so e.g. 20 → 23 exactly rather than a float rounding accident). ``squish``
+    and ``pad``: ``size`` itself, so the cached square is exactly the validation input and
+    an exported model's recipe is one resize (their training zoom is in
+    ``engine.training.batches.random_square_box``).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ConfigError(f"image size must be a positive whole number of pixels, got {size!r}")
+    if check_resize(resize) in SQUARE_METHODS:
+        return size
     return -(-size * PRESIZE_PERCENT // 100)
 
 
-def presized_uint8(image: Image.Image, presize: int) -> torch.Tensor:
-    """An RGB image as uint8 3×H×W with short side ``presize`` (the cached form)."""
-    from engine.imageio import resize_short_side, to_uint8_tensor
+def presized_uint8(image: Image.Image, presize: int, resize: str = LEGACY_RESIZE) -> torch.Tensor:
+    """An RGB image as uint8 3×H×W in its cached form (:func:`engine.resize.resize_image`)."""
+    from engine.imageio import to_uint8_tensor
 
-    return to_uint8_tensor(resize_short_side(image, presize)).contiguous()
+    return to_uint8_tensor(resize_image(image, presize, resize)).contiguous()
 
 
 def load_presized(
-    source: str | Path | BinaryIO, presize: int, *, max_pixels: int | None = None
+    source: str | Path | BinaryIO,
+    presize: int,
+    *,
+    max_pixels: int | None = None,
+    resize: str = LEGACY_RESIZE,
 ) -> torch.Tensor:
     """Decode a file the one way training, validation and prediction all do.
 
     The loader may decode a JPEG at reduced size (draft) as long as the short side stays at
-    least ``presize``; then the short side is resized to exactly ``presize``.
+    least ``presize`` (so both sides do, which squish and pad need); then the picture is
+    resized to its cached form.
     """
     from engine.imageio import load_rgb
 
     kwargs: dict[str, Any] = {"min_short_side": presize}
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
-    return presized_uint8(load_rgb(source, **kwargs), presize)
+    return presized_uint8(load_rgb(source, **kwargs), presize, resize)
 
 
-def cache_key(item: CacheableItem, presize: int) -> str:
-    """Stable across sessions: absolute path, byte size, mtime (ns), presize, format."""
+def cache_key(item: CacheableItem, presize: int, resize: str = LEGACY_RESIZE) -> str:
+    """Stable across sessions: absolute path, byte size, mtime (ns), presize, method, format.
+
+    A ``crop`` key is spelled as before the method existed, so spill files made then keep
+    serving; the other methods add their name, so no method ever reads another's tensors.
+    """
     text = f"{CACHE_FORMAT}\0{os.path.abspath(item.path)}\0{item.size}\0{item.mtime_ns}\0{presize}"
+    if check_resize(resize) != LEGACY_RESIZE:
+        text += f"\0{resize}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 class ImageCache:
     """Presized uint8 tensors: RAM within ``ram_budget_bytes`` (LRU), spill files beyond.
+
+    ``resize`` is the method (:data:`engine.resize.RESIZE_METHODS`) that shapes every
+    cached image; it is part of each key.
 
     Thread-safe: any number of threads may call :meth:`get`; two threads asking for the
     same uncached image wait on one decode instead of decoding twice. Tensors handed out
@@ -115,12 +138,14 @@ class ImageCache:
         disk_dir: Path | None = None,
         *,
         max_pixels: int | None = None,
+        resize: str = LEGACY_RESIZE,
     ) -> None:
         if isinstance(presize, bool) or not isinstance(presize, int) or presize <= 0:
             raise ConfigError(f"cache presize must be a positive whole number, got {presize!r}")
         if ram_budget_bytes < 0:
             raise ConfigError(f"cache RAM budget must be >= 0 bytes, got {ram_budget_bytes!r}")
         self.presize = presize
+        self.resize = check_resize(resize)
         self.ram_budget_bytes = int(ram_budget_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir is not None else paths.cache_dir() / "images"
         self.max_pixels = max_pixels
@@ -149,7 +174,7 @@ class ImageCache:
 
         Raises :class:`DatasetError` naming the file when it cannot be decoded.
         """
-        key = cache_key(item, self.presize)
+        key = cache_key(item, self.presize, self.resize)
         with self._lock:
             hit = self._ram.get(key)
             if hit is not None:
@@ -197,7 +222,8 @@ class ImageCache:
         total = len(todo)
         workers = workers or min(8, os.cpu_count() or 1)
         spill_error_before = self.stats()["spill_error"]
-        on_event(Started("cache", total=total, info={"presize": self.presize}))
+        info = {"presize": self.presize, "resize": self.resize}
+        on_event(Started("cache", total=total, info=info))
         if cancel is not None:
             cancel.raise_if_cancelled()
 
@@ -229,6 +255,7 @@ class ImageCache:
         with self._lock:
             return {
                 "presize": self.presize,
+                "resize": self.resize,
                 "ram_items": len(self._ram),
                 "ram_bytes": self._ram_bytes,
                 "ram_budget_bytes": self.ram_budget_bytes,
@@ -266,7 +293,9 @@ class ImageCache:
         with self._lock:
             self._decode_count += 1
         try:
-            return load_presized(item.path, self.presize, max_pixels=self.max_pixels)
+            return load_presized(
+                item.path, self.presize, max_pixels=self.max_pixels, resize=self.resize
+            )
         except DatasetError:
             raise
         except (OSError, ValueError, SyntaxError) as exc:
@@ -316,6 +345,7 @@ class ImageCache:
             and array.ndim == 3
             and array.shape[0] == 3
             and min(array.shape[1:]) == self.presize
+            and (self.resize not in SQUARE_METHODS or array.shape[1] == array.shape[2])
         )
         return torch.from_numpy(np.ascontiguousarray(array)) if ok else None
 

@@ -13,9 +13,11 @@ tokens (B, N, C); we drop the class/register tokens and fold the patch tokens ba
 patch grid, so the map has the patch grid's resolution (14×14 for a /16 model at 224 px).
 Gradient-based maps on ViTs are coarser and noisier than on CNNs; read them with care.
 
-The raw map covers the model's input, which is the center crop of the resized image; the
-overlay places it on that region of the ORIGINAL image (full size, EXIF-rotated) and leaves
-the parts the model never saw uncoloured.
+The raw map covers the model's input: the center crop of the resized image (``crop``), the
+whole image stretched to a square (``squish``) or the image plus its padding (``pad``). The
+overlay places it on that region of the ORIGINAL image (full size, EXIF-rotated): cropped
+edges the model never saw stay uncoloured, a squished map is stretched back to the image's
+shape, and the part of a padded map that lies on the padding is cut off.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class CamResult:
 
     ``heatmap`` is the raw map at the target layer's resolution, scaled to 0..1 (rows ×
     columns, float32). ``crop_box`` is where the model's input lies in the original image,
-    as fractions (left, top, right, bottom).
+    as fractions (left, top, right, bottom); with ``pad`` it reaches past 0..1.
     """
 
     prediction: Prediction
@@ -264,8 +266,9 @@ def render_overlay(
     """The map blended over the original image, at the original's full size (RGB).
 
     ``image`` defaults to the result's source file loaded at full size with EXIF applied.
-    Only the region the model saw (the center crop) is coloured. Colouring uses a 256-entry
-    lookup table and Pillow's C code, so a 12-megapixel overlay takes tens of milliseconds.
+    Only the region the model saw is coloured (all of it for squish and pad; the map's part
+    on pad's padding is dropped). Colouring uses a 256-entry lookup table and Pillow's C
+    code, so a 12-megapixel overlay takes tens of milliseconds.
     """
     import numpy as np
     from PIL import Image as PILImage
@@ -276,16 +279,41 @@ def render_overlay(
         image = _load_original(result)
     base = image.convert("RGB") if image.mode != "RGB" else image.copy()
     width, height = base.size
-    left, top, right, bottom = result.crop_box
+    visible, source = _visible_part(result.crop_box, result.heatmap.shape)
+    left, top, right, bottom = visible
     box = (round(left * width), round(top * height), round(right * width), round(bottom * height))
     box_size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
     levels = (np.clip(result.heatmap, 0.0, 1.0) * 255).round().astype(np.uint8)
-    heat = PILImage.fromarray(levels, mode="L").resize(box_size, PILImage.Resampling.BILINEAR)
+    heat = PILImage.fromarray(levels, mode="L").resize(
+        box_size, PILImage.Resampling.BILINEAR, box=source
+    )
     heat.putpalette(colormap_lut(colormap).tobytes())  # L becomes P: the LUT in C
     coloured = heat.convert("RGB")
     region = base.crop(box)
     base.paste(PILImage.blend(region, coloured, opacity), box[:2])
     return base
+
+
+def _visible_part(
+    crop_box: tuple[float, float, float, float], shape: tuple[int, ...]
+) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+    """The part of the model's input inside the image: (image fractions, heat-map box).
+
+    The crop box clipped to 0..1, and the same region in the heat map's own pixels (a
+    float box for Pillow's resize). Only a pad box reaches outside the image; for crop and
+    squish this is the whole box and the whole map.
+    """
+    left, top, right, bottom = crop_box
+    rows, cols = shape[0], shape[1]
+    clipped = (max(0.0, left), max(0.0, top), min(1.0, right), min(1.0, bottom))
+    span_w, span_h = right - left, bottom - top
+    source = (
+        (clipped[0] - left) / span_w * cols,
+        (clipped[1] - top) / span_h * rows,
+        (clipped[2] - left) / span_w * cols,
+        (clipped[3] - top) / span_h * rows,
+    )
+    return clipped, source
 
 
 def _load_original(result: CamResult) -> Image.Image:

@@ -156,7 +156,8 @@ def _torch_onnx_export(predictor: Predictor, path: Path, opset: int) -> None:
 def _check_batch(
     predictor: Predictor, images: Sequence[str | Path], count: int
 ) -> torch.Tensor:
-    """Normalized inputs for the parity check, through the prediction preprocessing."""
+    """Normalized inputs for the parity check, through the prediction preprocessing
+    (``Predictor.prepare``: the bundle's own resize method)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -202,11 +203,10 @@ def sidecar_json(predictor: Predictor, max_abs_diff: float | None, checked: int)
             "shape": ["batch", 3, pre.size, pre.size],
             "dtype": "float32",
             "layout": "NCHW, RGB",
+            "resize": pre.resize,
             "recipe": (
-                f"apply EXIF orientation; convert to RGB; resize so the short side is "
-                f"{pre.presize} px ({pre.interpolation}, antialiased); center-crop "
-                f"{pre.size}×{pre.size}; scale to 0..1; subtract mean and divide by std "
-                "per channel"
+                f"apply EXIF orientation; convert to RGB; {pre.recipe()}; scale to 0..1; "
+                "subtract mean and divide by std per channel"
             ),
         },
         "output": {

@@ -49,6 +49,19 @@ class ArchInfo:
 
 
 ARCHITECTURES: tuple[ArchInfo, ...] = (
+    # ImageNet weights for these three come with the install (engine.weight_packages).
+    ArchInfo(
+        "tf_efficientnet_lite0", "efficientnet", 4_652_008, "fastest",
+        "EfficientNet-Lite0, ImageNet weights installed with Loupe",
+    ),
+    ArchInfo(
+        "tf_efficientnet_lite1", "efficientnet", 5_416_680, "fast",
+        "EfficientNet-Lite1, ImageNet weights installed with Loupe",
+    ),
+    ArchInfo(
+        "tf_efficientnet_lite2", "efficientnet", 6_092_072, "fast",
+        "EfficientNet-Lite2, ImageNet weights installed with Loupe",
+    ),
     ArchInfo("resnet18", "resnet", 11_689_512, "fast", "fastai lesson 1's quick baseline"),
     ArchInfo("resnet34", "resnet", 21_797_672, "fast", "fastai lesson 1's default"),
     ArchInfo("resnet50", "resnet", 25_557_032, "medium", "strong general-purpose CNN"),
@@ -177,10 +190,31 @@ def create_model(
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     name = resolve_arch(arch)
     model = _timm().create_model(name, pretrained=False, num_classes=num_classes)
+    zero_init_head(model)
     if pretrained_state is not None:
         body_state = check_pretrained_state(model, pretrained_state, arch=name)
         model.load_state_dict(body_state, strict=False)
     return model
+
+
+def zero_init_head(model: nn.Module) -> None:
+    """Start the new classifier at zero, so every class starts equally likely.
+
+    Why: timm initialises EfficientNet/MobileNet classifiers uniformly in
+    ±1/sqrt(num_classes), which for 2 classes gives weights of std 0.41 and an initial
+    loss of about 4.4 on pretrained features (ln 2 = 0.69): the frozen epoch then spends
+    itself undoing the initialisation and fine-tuning ends worse than random init. With
+    a zero head (as Big Transfer does) the initial loss is exactly ln(num_classes) for
+    every architecture; the head's gradient, (softmax - onehot) x features, is non-zero
+    from the first step, and the body is reached from the second.
+    """
+    import torch
+
+    heads = head_prefixes(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if _under(name, heads):
+                param.zero_()
 
 
 def check_pretrained_state(
@@ -365,7 +399,11 @@ def _family_of_model(model: nn.Module) -> str:
 
 
 def describe_architectures(*, with_weights: bool = True) -> list[dict[str, Any]]:
-    """Rows for pickers and ``loupe weights list``: name, family, params, size, weights."""
+    """Rows for pickers and ``loupe weights list``: name, family, params, size, weights.
+
+    With ``with_weights`` the architectures whose weights are on this machine come first
+    (in curated order), each row says where from and ``pretrained`` is true for them.
+    """
     rows = []
     for info in ARCHITECTURES:
         row: dict[str, Any] = {
@@ -377,8 +415,12 @@ def describe_architectures(*, with_weights: bool = True) -> list[dict[str, Any]]
             "note": info.note,
         }
         if with_weights:
-            from engine.weights import weights_status
+            from engine.weights import find_weights, status_text
 
-            row["weights"] = weights_status(info.name)
+            source = find_weights(info.name)
+            row["weights"] = status_text(source)
+            row["pretrained"] = source is not None
         rows.append(row)
+    if with_weights:
+        rows.sort(key=lambda r: not r["pretrained"])  # stable: curated order kept within
     return rows

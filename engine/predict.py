@@ -3,8 +3,9 @@
 A :class:`Predictor` loads a bundle once (safetensors + JSON, no pickle), puts the model in
 eval mode with frozen parameters and answers every later call without re-loading. Images go
 through the shared loader (``engine.imageio``: EXIF orientation, 16-bit, alpha, JPEG draft)
-and the same evaluation transform as validation (``engine.transforms``), so a picture
-scores the same here as it did in the validation set.
+and the same evaluation transform as validation (``engine.transforms``, with the bundle's
+own resize method: crop, squish or pad), so a picture scores the same here as it did in the
+validation set.
 
 Single-label models can answer "unknown" when the top probability is under a user-set
 threshold (off by default), so a photo of something else is not forced into a class.
@@ -76,11 +77,13 @@ class Prediction:
 
 @dataclass(frozen=True)
 class PreparedInput:
-    """One image ready for the model, plus where the model's crop lies in the original.
+    """One image ready for the model, plus where the model's input lies in the original.
 
     ``crop_box`` is (left, top, right, bottom) as fractions of the original (EXIF-rotated)
     image, so an activation map can be placed on the full-size original even though the
-    image was decoded smaller (JPEG draft) for speed.
+    image was decoded smaller (JPEG draft) for speed. It is the center crop for ``crop``,
+    the whole image for ``squish``, and reaches past 0..1 on the padded sides for ``pad``
+    (:func:`engine.resize.input_box`).
     """
 
     tensor: torch.Tensor  # 3×S×S, normalized
@@ -199,18 +202,15 @@ class Predictor:
         from engine.transforms import eval_tensor_from_image, normalize
 
         pre = self.preprocessing
-        x = eval_tensor_from_image(image, pre.size, pre.presize)
+        x = eval_tensor_from_image(image, pre.size, pre.presize, pre.resize)
         return normalize(x, pre.mean, pre.std)
 
     def crop_box_for(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
-        """Where the center crop lies, as fractions of the decoded (= original) image."""
-        width, height = size
-        scale = self.preprocessing.presize / min(width, height)
-        crop = self.preprocessing.size
-        frac_w = min(1.0, crop / (width * scale))
-        frac_h = min(1.0, crop / (height * scale))
-        left, top = (1.0 - frac_w) / 2.0, (1.0 - frac_h) / 2.0
-        return (left, top, left + frac_w, top + frac_h)
+        """Where the model's input lies, as fractions of the decoded (= original) image."""
+        from engine.resize import input_box
+
+        pre = self.preprocessing
+        return input_box(pre.resize, size[0], size[1], pre.size, pre.presize)
 
     # -- prediction -----------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 A model scores a picture in the app exactly as it scored the same picture in the
 validation set only if both go through the same code, so there is one chain:
-``load_rgb`` → short side resized to ``presize`` → uint8 3×H×W (this is what the image
-cache stores) → center crop to ``size`` → float 0..1 → :func:`normalize`. Validation
+``load_rgb`` → resized by the model's resize method (:mod:`engine.resize`: short side to
+``presize`` for ``crop``, a ``presize`` square for ``squish`` and ``pad``) → uint8 3×H×W
+(this is what the image cache stores) → center crop to ``size`` (``crop``) or the whole
+square at ``size`` (``squish``, ``pad``) → float 0..1 → :func:`normalize`. Validation
 starts from the cached uint8 tensor (:func:`eval_tensor_from_cached`); prediction starts
 from a file or an image and reaches the same uint8 tensor through the same functions
 (:func:`eval_tensor_from_path`, :func:`eval_tensor_from_image`).
@@ -24,6 +26,7 @@ import torch
 
 from engine.cache import load_presized, presize_for, presized_uint8
 from engine.errors import ConfigError
+from engine.resize import LEGACY_RESIZE, PAD_FILL, check_resize
 from engine.stats import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
@@ -34,16 +37,22 @@ if TYPE_CHECKING:
 INTERPOLATIONS: tuple[str, ...] = ("bilinear",)
 
 
-def eval_tensor_from_cached(u8: torch.Tensor, size: int) -> torch.Tensor:
-    """Center crop a presized uint8 3×H×W tensor to ``size``×``size``; float 0..1.
+def eval_tensor_from_cached(
+    u8: torch.Tensor, size: int, resize: str = LEGACY_RESIZE
+) -> torch.Tensor:
+    """The ``size``×``size`` eval view of a cached uint8 3×H×W tensor; float 0..1.
 
-    The crop offset is ``(H - size) // 2`` (and likewise for W). Returns a new tensor; the
-    cached one is never modified.
+    ``crop``: the center crop, offset ``(H - size) // 2`` (and likewise for W). ``squish``
+    and ``pad``: the whole cached square, resized to ``size`` if it is not already (it is,
+    except at a progressive-resizing size). Returns a new tensor; the cached one is never
+    modified.
     """
     if u8.ndim != 3 or u8.shape[0] != 3 or u8.dtype != torch.uint8:
         raise ConfigError(
             f"expected a uint8 3×H×W image tensor, got {u8.dtype} {tuple(u8.shape)}"
         )
+    if check_resize(resize) != "crop":
+        return _whole_square(u8, size, resize)
     height, width = int(u8.shape[1]), int(u8.shape[2])
     if not isinstance(size, int) or size <= 0 or size > min(height, width):
         raise ConfigError(
@@ -55,17 +64,42 @@ def eval_tensor_from_cached(u8: torch.Tensor, size: int) -> torch.Tensor:
     return crop.to(torch.float32).div_(255.0)
 
 
-def eval_tensor_from_image(image: Image.Image, size: int, presize: int) -> torch.Tensor:
+def _whole_square(u8: torch.Tensor, size: int, resize: str) -> torch.Tensor:
+    """A squished or padded square at ``size``×``size``, nothing cut off; float 0..1."""
+    height, width = int(u8.shape[1]), int(u8.shape[2])
+    if height != width:
+        raise ConfigError(
+            f"a {resize} image must be square, got {width}×{height}; was it cached "
+            "with another resize method?"
+        )
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ConfigError(f"input size {size!r} must be a positive whole number of pixels")
+    if height != size:
+        from torchvision.transforms.v2 import functional as tvf
+
+        u8 = tvf.resize(u8, [size, size], antialias=True)
+    return u8.to(torch.float32).div_(255.0)
+
+
+def eval_tensor_from_image(
+    image: Image.Image, size: int, presize: int, resize: str = LEGACY_RESIZE
+) -> torch.Tensor:
     """The eval view of an already-loaded RGB image (a pasted or dropped picture)."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    return eval_tensor_from_cached(presized_uint8(rgb, presize), size)
+    return eval_tensor_from_cached(presized_uint8(rgb, presize, resize), size, resize)
 
 
 def eval_tensor_from_path(
-    path: str | Path | BinaryIO, size: int, presize: int, *, max_pixels: int | None = None
+    path: str | Path | BinaryIO,
+    size: int,
+    presize: int,
+    *,
+    max_pixels: int | None = None,
+    resize: str = LEGACY_RESIZE,
 ) -> torch.Tensor:
     """The eval view of a file: exactly what validation computes from the image cache."""
-    return eval_tensor_from_cached(load_presized(path, presize, max_pixels=max_pixels), size)
+    u8 = load_presized(path, presize, max_pixels=max_pixels, resize=resize)
+    return eval_tensor_from_cached(u8, size, resize)
 
 
 def normalize(
@@ -93,13 +127,18 @@ def _triple(name: str, value: Any, *, positive: bool) -> tuple[float, float, flo
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Input size, presize, resize method and normalization: stored in every bundle."""
+    """Input size, presize, interpolation, normalization and resize method: in every bundle.
+
+    ``resize`` defaults to ``crop`` because that is what a bundle without the field (one
+    written before the choice existed) was trained with; training passes its own method.
+    """
 
     size: int
     presize: int
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = LEGACY_RESIZE
 
     def __post_init__(self) -> None:
         for name in ("size", "presize"):
@@ -115,6 +154,7 @@ class Preprocessing:
                 f"unknown interpolation {self.interpolation!r}; allowed: "
                 + ", ".join(INTERPOLATIONS)
             )
+        check_resize(self.resize)
         object.__setattr__(self, "mean", _triple("mean", self.mean, positive=False))
         object.__setattr__(self, "std", _triple("std", self.std, positive=True))
 
@@ -124,9 +164,18 @@ class Preprocessing:
         size: int,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        *,
+        resize: str = LEGACY_RESIZE,
     ) -> Preprocessing:
-        """The standard preprocessing for training size ``size`` (presize = ceil(1.15 × size))."""
-        return cls(size=size, presize=presize_for(size), mean=tuple(mean), std=tuple(std))
+        """The standard preprocessing for training size ``size`` and method ``resize``.
+
+        presize = ceil(1.15 × size) for ``crop``, ``size`` for ``squish`` and ``pad``
+        (:func:`engine.cache.presize_for`).
+        """
+        return cls(
+            size=size, presize=presize_for(size, resize), mean=tuple(mean), std=tuple(std),
+            resize=resize,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,11 +184,15 @@ class Preprocessing:
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "resize": self.resize,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Preprocessing:
-        """Parse :meth:`to_json` output; a missing or bad field is a :class:`ConfigError`."""
+        """Parse :meth:`to_json` output; a missing or bad field is a :class:`ConfigError`.
+
+        A missing ``resize`` means ``crop``: the bundle predates the choice.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"preprocessing must be a JSON object, got {type(data).__name__}")
         missing = [k for k in ("size", "presize", "mean", "std") if k not in data]
@@ -151,13 +204,31 @@ class Preprocessing:
             interpolation=data.get("interpolation", "bilinear"),
             mean=data["mean"],
             std=data["std"],
+            resize=data.get("resize", LEGACY_RESIZE),
         )
 
     def eval_input_from_cached(self, u8: torch.Tensor) -> torch.Tensor:
         """Normalized model input (3×size×size) from a cached uint8 tensor."""
-        return normalize(eval_tensor_from_cached(u8, self.size), self.mean, self.std)
+        x = eval_tensor_from_cached(u8, self.size, self.resize)
+        return normalize(x, self.mean, self.std)
 
     def eval_input_from_path(self, path: str | Path | BinaryIO) -> torch.Tensor:
         """Normalized model input (3×size×size) from a file: same chain as validation."""
-        x = eval_tensor_from_path(path, self.size, self.presize)
+        x = eval_tensor_from_path(path, self.size, self.presize, resize=self.resize)
         return normalize(x, self.mean, self.std)
+
+    def recipe(self) -> str:
+        """The resize steps in words, for people feeding an exported model elsewhere."""
+        how = f"({self.interpolation}, antialiased)"
+        square = f"{self.presize}×{self.presize}"
+        if self.resize == "crop":
+            steps = (f"resize so the short side is {self.presize} px {how}; center-crop "
+                     f"{self.size}×{self.size}")
+        elif self.resize == "squish":
+            steps = f"resize the whole image to {square} px ignoring its aspect ratio {how}"
+        else:
+            steps = (f"resize so the long side is {self.presize} px {how}; pad to {square} "
+                     f"with the constant colour RGB{PAD_FILL}, the image centred")
+        if self.resize != "crop" and self.presize != self.size:
+            steps += f"; resize to {self.size}×{self.size} {how}"
+        return steps

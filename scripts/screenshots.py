@@ -1,11 +1,13 @@
 """Render every page of Loupe to docs/screenshots/*.png, headless (``make screenshots``).
 
-It runs the real workflow on the bundled sample: open it, find a learning rate, train a
-small model from scratch (no network, so no pretrained weights), then predict one image,
-grabbing each page with ``QWidget.grab()`` along the way. Loupe's data goes to a
-temporary LOUPE_HOME unless ``--home`` says otherwise, so the user's runs are untouched.
+It runs the real workflow on the bundled sample: ask the pretrained ImageNet model about
+a photo of a cat (lesson 1's first moment, before any training), open the sample, find a
+learning rate, train a small model from scratch, then predict one image, grabbing each
+page with ``QWidget.grab()`` along the way. Loupe's data goes to a temporary LOUPE_HOME
+unless ``--home`` says otherwise, so the user's runs are untouched.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--epochs N]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py --only predict-imagenet
 """
 
 from __future__ import annotations
@@ -55,7 +57,33 @@ def shoot(app, window, out: Path, name: str, *, idle: bool = True) -> Path:
     return path
 
 
-def run(out: Path, epochs: int, size: int) -> None:
+def shoot_imagenet(app, window, out: Path) -> None:
+    """The Predict page answering with the pretrained ImageNet model (scikit-image's cat
+    photo, a dev dependency), before any model is trained."""
+    from PIL import Image
+    from skimage import data
+
+    page = window.predict_page
+    folder = Path(tempfile.gettempdir()) / "loupe-screenshots"  # a path that reads well
+    folder.mkdir(exist_ok=True)
+    photo = folder / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(photo)
+    try:
+        window.tabs.setCurrentWidget(page)
+        page.use_imagenet()
+        wait_until(app, lambda: page.predictor() is not None or page.imagenet.error, 300,
+                   "the ImageNet model")
+        if page.imagenet.error:
+            raise SystemExit(f"screenshots: {page.imagenet.error}")
+        page.predict_paths([photo])
+        wait_until(app, lambda: page.current_view() is not None, 300, "the ImageNet answer")
+        shoot(app, window, out, "predict-imagenet")
+    finally:
+        photo.unlink(missing_ok=True)
+    page.use_imagenet(False)
+
+
+def run(out: Path, epochs: int, size: int, only: str = "") -> None:
     from desktop.app import create_application
     from desktop.context import AppContext
     from desktop.main_window import MainWindow
@@ -69,6 +97,12 @@ def run(out: Path, epochs: int, size: int) -> None:
     window.after_first_paint()
     ctx_errors: list[str] = []
     context.errorRaised.connect(lambda title, text: ctx_errors.append(f"{title}: {text}"))
+    wait_until(app, lambda: context.engine_ready, 300, "the engine to load")
+    shoot_imagenet(app, window, out)
+    if only == "predict-imagenet":
+        window.close()
+        context.runner.shutdown()
+        return
 
     context.open_sample()
     wait_until(app, lambda: context.prepared is not None, 120, "the sample to load")
@@ -155,13 +189,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--home", type=Path, help="LOUPE_HOME to use (default: a temp dir)")
+    parser.add_argument("--only", choices=("predict-imagenet",), default="",
+                        help="render only this screenshot (no training)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="loupe-shots-") as tmp:
         home = args.home or Path(tmp)
         os.environ["LOUPE_HOME"] = str(home)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        run(args.out, args.epochs, args.size)
+        run(args.out, args.epochs, args.size, args.only)
     return 0
 
 

@@ -161,7 +161,8 @@ class ModelsPage(QWidget):
             kind = "multi-label" if predictor.multi_label else "single-label"
             pre = predictor.preprocessing
             lines.append(f"{predictor.arch or 'model'} · {kind} · {len(classes)} classes: {shown}")
-            lines.append(f"input {pre.size}×{pre.size} px (resized to {pre.presize} first)")
+            first = f" (short side resized to {pre.presize} first)" if pre.resize == "crop" else ""
+            lines.append(f"input {pre.size}×{pre.size} px · resize: {pre.resize}{first}")
         self.model_label.setText("<br>".join(lines))
         worker = self._context.runner.start(training_summary, Path(path), name="model-meta")
         worker.finished.connect(lambda text: self._add_summary(path, text))

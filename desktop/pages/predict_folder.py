@@ -90,8 +90,9 @@ class FolderPanel(QWidget):
     def result(self) -> Any:
         return self._result
 
-    def start(self, folder: Path, *, topk: int = 3) -> None:
-        """Predict every image under ``folder`` in a worker (a running batch is cancelled)."""
+    def start(self, folder: Path, *, topk: int = 3, predictor: Any = None) -> None:
+        """Predict every image under ``folder`` in a worker (a running batch is cancelled);
+        ``predictor`` is the Predict page's active model (default: the context's)."""
         from engine import paths
 
         if self._worker is not None:
@@ -107,8 +108,8 @@ class FolderPanel(QWidget):
         self.cancel_button.setEnabled(True)
         self.save_button.setEnabled(False)
         worker = self._context.runner.start(
-            _predict_folder_locked, self._context.predictor, folder, csv_path, topk=topk,
-            name="predict-folder")
+            _predict_folder_locked, predictor or self._context.predictor, folder, csv_path,
+            topk=topk, name="predict-folder")
         worker.event.connect(self._on_event)
         worker.finished.connect(lambda result: self._on_finished(worker, result))
         worker.errored.connect(lambda exc: self._on_errored(worker, exc))

@@ -25,11 +25,13 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.pages.predict_folder import FolderPanel
+from desktop.pages.predict_imagenet import ImageNetSwitch, PredictIntro, imagenet_toggle
 from desktop.pages.predict_work import (
     HISTORY_LIMIT,
     IMAGE_FILTER,
@@ -37,6 +39,7 @@ from desktop.pages.predict_work import (
     CamView,
     predict_with_cam,
     qimage_to_pil,
+    verdict,
 )
 from desktop.widgets.cam_viewer import CamViewer, blend
 from desktop.widgets.drop_zone import mime_is_usable, plan_for
@@ -63,6 +66,8 @@ class PredictPage(QWidget):
         self._current: CamView | None = None
         self._history: list[CamView] = []
         self._refresh_pending = False
+        self.imagenet = ImageNetSwitch(context, self)
+        self._shown_predictor: Any = None
         self.setAcceptDrops(True)
         self._build()
         self._wire()
@@ -88,17 +93,20 @@ class PredictPage(QWidget):
         self.unknown_spin.setEnabled(False)
         self.unknown_check.setToolTip(
             "Answer “unknown” when the best class is less likely than this")
-        self.model_label = QLabel(self)
+        self.imagenet_button = imagenet_toggle(self)
+        self.model_label = QLabel(self)  # which model answers: its own line, never cut
+        bold = self.model_label.font()
+        bold.setBold(True)
+        self.model_label.setFont(bold)  # a font, not a style sheet: palette changes apply
         bar = QHBoxLayout()
         for widget in (self.open_button, self.folder_button, self.paste_button,
-                       self.save_button):
+                       self.save_button, self.imagenet_button):
             bar.addWidget(widget)
         bar.addSpacing(12)
         bar.addWidget(self.topk_spin)
         bar.addWidget(self.unknown_check)
         bar.addWidget(self.unknown_spin)
         bar.addStretch(1)
-        bar.addWidget(self.model_label)
 
         self.viewer = CamViewer(self)
         self.viewer.set_methods(METHOD_LABELS, "gradcam")
@@ -114,8 +122,12 @@ class PredictPage(QWidget):
         side_layout.addWidget(self.path_label)
         side_layout.addWidget(QLabel("Recent predictions", side))
         side_layout.addWidget(self.history, 1)
+        self.intro = PredictIntro(self)  # until the first prediction is shown
+        self.stack = QStackedWidget(self)
+        self.stack.addWidget(self.intro)
+        self.stack.addWidget(self.viewer)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        splitter.addWidget(self.viewer)
+        splitter.addWidget(self.stack)
         splitter.addWidget(side)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -129,6 +141,7 @@ class PredictPage(QWidget):
         self.vertical.setStretchFactor(1, 1)
         self.vertical.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.model_label)
         layout.addLayout(bar)
         layout.addWidget(self.vertical, 1)
 
@@ -144,23 +157,58 @@ class PredictPage(QWidget):
         self.topk_spin.valueChanged.connect(lambda _v: self._show_bars())
         self.history.itemActivated.connect(lambda item: self.show_view(item.data))
         self._context.modelChanged.connect(self._on_model_changed)
+        self.intro.tryRequested.connect(self.imagenet.request)
+        self.imagenet_button.toggled.connect(self.use_imagenet)
+        self.imagenet.changed.connect(self._on_predictor_changed)
 
     # -- model --------------------------------------------------------------------------------
+    def predictor(self) -> Any:
+        """The model that answers: the ImageNet one while it is switched on, else the
+        context's (loaded or just trained) model."""
+        return self.imagenet.predictor if self.imagenet.active else self._context.predictor
+
+    def use_imagenet(self, on: bool = True) -> None:
+        """Switch to the pretrained ImageNet model (loaded in a worker the first time),
+        or back to the user's model."""
+        if on:
+            self.imagenet.request()
+        else:
+            self.imagenet.release()
+            self._on_predictor_changed()
+
     def _on_model_changed(self) -> None:
-        predictor = self._context.predictor
+        """A model was loaded or trained: it replaces the ImageNet model, as any load."""
+        self.imagenet.release()
+        self._on_predictor_changed()
+
+    def _on_predictor_changed(self) -> None:
+        predictor, previous = self.predictor(), self._shown_predictor
+        self._shown_predictor = predictor
+        self.imagenet_button.blockSignals(True)
+        self.imagenet_button.setChecked(self.imagenet.active)
+        self.imagenet_button.blockSignals(False)
+        self.imagenet_button.setEnabled(not self.imagenet.loading)
+        self.intro.show_state(has_model=self._context.predictor is not None,
+                              switch=self.imagenet)
         if predictor is None:
             self.model_label.setText("No model loaded")
             self.viewer.clear("Load a model first: drop a .loupe file here, or train one.")
             self.bars.clear("No model loaded")
+            self._current = None
+            self.save_button.setEnabled(False)
+            self.stack.setCurrentWidget(self.intro)
             return
-        name = self._context.model_path.name if self._context.model_path else "model"
-        self.model_label.setText(f"Model: {name} ({len(predictor.classes)} classes)")
+        if self.imagenet.active:
+            self.model_label.setText(self.imagenet.label())
+        else:
+            name = self._context.model_path.name if self._context.model_path else "model"
+            self.model_label.setText(f"Model: {name} ({len(predictor.classes)} classes)")
         self.viewer.set_classes(predictor.classes)
         self._on_unknown_changed()
         if self._current is None:
             self.viewer.clear("Drop an image here, open one, or paste one (Ctrl+V).")
             self.bars.clear("Waiting for an image")
-        else:
+        elif predictor is not previous:
             self._recompute_current()
 
     def unknown_threshold(self) -> float | None:
@@ -168,7 +216,7 @@ class PredictPage(QWidget):
 
     def _on_unknown_changed(self, *_args: Any) -> None:
         self.unknown_spin.setEnabled(self.unknown_check.isChecked())
-        predictor = self._context.predictor
+        predictor = self.predictor()
         if predictor is not None and not predictor.multi_label:
             predictor.unknown_below = self.unknown_threshold()
         self._show_bars()
@@ -194,7 +242,8 @@ class PredictPage(QWidget):
         if not self._require_model():
             return
         self.folder_panel.setVisible(True)
-        self.folder_panel.start(Path(folder), topk=self.topk_spin.value())
+        self.folder_panel.start(Path(folder), topk=self.topk_spin.value(),
+                                predictor=self.predictor())
 
     def paste_from_clipboard(self) -> None:
         mime = QApplication.clipboard().mimeData()
@@ -215,12 +264,13 @@ class PredictPage(QWidget):
         return True
 
     def _require_model(self) -> bool:
-        if self._context.predictor is not None:
+        if self.predictor() is not None:
             return True
         self._context.errorRaised.emit(
             "No model loaded",
             "Load a model first: drop a .loupe file on the window, use Models › Load, "
-            "or train one on the Train page.")
+            "or train one on the Train page. Or try the pretrained ImageNet model "
+            "(Predict page).")
         return False
 
     # -- drag and drop ----------------------------------------------------------------------------
@@ -229,7 +279,7 @@ class PredictPage(QWidget):
         main window, which opens it as training data."""
         plan = plan_for(mime)
         if plan.folder is not None and plan.model is None and not plan.images:
-            return self._context.predictor is not None
+            return self.predictor() is not None
         return mime_is_usable(mime)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -263,7 +313,7 @@ class PredictPage(QWidget):
 
     def _recompute_current(self) -> None:
         """Method or target changed: a new map for the image on screen (latest wins)."""
-        if self._current is None or self._context.predictor is None:
+        if self._current is None or self.predictor() is None:
             return
         if self._busy:
             self._refresh_pending = True
@@ -276,16 +326,26 @@ class PredictPage(QWidget):
         from engine.cam import DEFAULT_METHOD
 
         self._busy = True
+        predictor = self.predictor()
         worker = self._context.runner.start(
-            predict_with_cam, self._context.predictor, source,
+            predict_with_cam, predictor, source,
             method=self.viewer.method() or DEFAULT_METHOD, target=self.viewer.target(),
             topk=max(self.topk_spin.value(), 1), name="predict")
-        worker.finished.connect(lambda view: self._on_result(view, replace))
+        worker.finished.connect(lambda view: self._on_result(view, replace, predictor))
         worker.errored.connect(lambda exc: self._on_error(source, exc))
         worker.cancelled.connect(self._on_done)
         self._context.statusMessage.emit(f"Predicting {getattr(source, 'name', 'image')}…")
 
-    def _on_result(self, view: CamView, replace: bool) -> None:
+    def _on_result(self, view: CamView, replace: bool, predictor: Any = None) -> None:
+        if predictor is not None and predictor is not self.predictor():
+            # Stale: the model changed while this ran. Ask the one now active instead.
+            self._busy = self._refresh_pending = False
+            if self.predictor() is None:
+                self._queue.clear()
+            else:
+                self._run(view.source if view.source is not None else view.image,
+                          replace=replace)
+            return
         if replace and self._current in self._history:
             self._history[self._history.index(self._current)] = view
         else:
@@ -293,20 +353,9 @@ class PredictPage(QWidget):
             del self._history[HISTORY_LIMIT:]
         self.show_view(view)
         self._refresh_history()
-        self._context.statusMessage.emit(f"{view.name}: {self._verdict(view.prediction)}")
+        text = verdict(view.prediction, self.unknown_threshold())
+        self._context.statusMessage.emit(f"{view.name}: {text}")
         self._on_done()
-
-    def _verdict(self, prediction: Any, *, digits: int = 1) -> str:
-        """"label (p)", or "unknown (best guess …)" under the "Unknown" threshold: the
-        history and status bar said "animal 51%" while the bars said Unknown."""
-        top = prediction.top
-        if not top:
-            return "no label"
-        guess = f"{top[0][0]} {top[0][1]:.{digits}%}"
-        threshold = None if prediction.multi_label else self.unknown_threshold()
-        if threshold is not None and top[0][1] < threshold:
-            return f"unknown ({guess})"
-        return guess
 
     def _on_error(self, source: Any, exc: BaseException) -> None:
         from desktop.context import describe_error
@@ -332,6 +381,7 @@ class PredictPage(QWidget):
         caption = (f"{view.name} · where the model looked for “{result.label}” "
                    f"({method}, layer {result.layer})")
         self.viewer.set_layers(view.base, view.heat, caption)
+        self.stack.setCurrentWidget(self.viewer)
         self.path_label.setText(str(view.source) if view.source else "pasted image")
         self.save_button.setEnabled(True)
         self._show_bars()
@@ -356,7 +406,7 @@ class PredictPage(QWidget):
     def _refresh_history(self) -> None:
         items = []
         for view in self._history:
-            caption = self._verdict(view.prediction, digits=0)
+            caption = verdict(view.prediction, self.unknown_threshold(), digits=0)
             items.append(GridItem(image=blend(view.base, view.heat, 0.4), caption=caption,
                                   tooltip=str(view.source or "pasted image"), data=view))
         self.history.set_items(items)

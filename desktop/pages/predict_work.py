@@ -82,6 +82,18 @@ def predict_with_cam(
     return CamView(result, base, heat, path, picture)
 
 
+def verdict(prediction: Any, threshold: float | None, *, digits: int = 1) -> str:
+    """"label (p)", or "unknown (best guess …)" under the "Unknown" threshold: the
+    history and status bar said "animal 51%" while the bars said Unknown."""
+    top = prediction.top
+    if not top:
+        return "no label"
+    guess = f"{top[0][0]} {top[0][1]:.{digits}%}"
+    if threshold is not None and not prediction.multi_label and top[0][1] < threshold:
+        return f"unknown ({guess})"
+    return guess
+
+
 def qimage_to_pil(image: QImage) -> Any:
     """A pasted/dropped QImage as an RGB PIL image (copies the pixels)."""
     from PIL import Image

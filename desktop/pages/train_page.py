@@ -25,13 +25,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.context import AppContext
+from desktop.pages.train_arch import architectures_on_this_machine, weights_status_of
 from desktop.pages.train_charts import LrFinderPlot, TrainingCurves
-from desktop.pages.train_settings import (
-    TrainSettings,
-    format_lr,
-    probe_devices,
-    weights_status_of,
-)
+from desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
 from desktop.widgets.epoch_table import EpochTable, format_seconds
 from desktop.workers import EngineWorker
 from engine.errors import LoupeError
@@ -148,7 +144,22 @@ class TrainPage(QWidget):
             self._pending_settings = None
         devices = self.context.runner.start(probe_devices, events=False, name="devices")
         devices.finished.connect(self.settings.set_devices)
-        self.refresh_weights_status(self.settings.arch_name())
+        self.refresh_architectures()
+
+    def refresh_architectures(self) -> None:
+        """Look for every curated architecture's weights (a worker), then re-order and
+        mark the picker; the weights note follows the (possibly new) selection."""
+        worker = self.context.runner.start(architectures_on_this_machine, events=False,
+                                           name="architectures")
+        worker.finished.connect(lambda facts: self._on_architectures(*facts))
+        worker.errored.connect(lambda _exc: self.refresh_weights_status(
+            self.settings.arch_name()))
+
+    def _on_architectures(self, rows: list[dict[str, Any]], best: str) -> None:
+        before = self.settings.arch_name()
+        self.settings.set_architectures(rows, best)  # a new selection refreshes by itself
+        if self.settings.arch_name() == before:
+            self.refresh_weights_status(before)
 
     # Project ------------------------------------------------------------------------
     def _on_project(self) -> None:
@@ -217,7 +228,7 @@ class TrainPage(QWidget):
         )
         if answer != QMessageBox.StandardButton.Yes:
             return
-        from engine.weights import download_weights
+        from engine.weights_download import download_weights
 
         worker = self.context.runner.start(download_weights, arch, name="download-weights")
         self.status.setText(f"Downloading weights for {arch}…")
@@ -227,7 +238,7 @@ class TrainPage(QWidget):
 
     def _weights_ready(self, arch: str, what: str) -> None:
         self.context.statusMessage.emit(f"Weights for {arch} {what}")
-        self.refresh_weights_status(arch)
+        self.refresh_architectures()  # the new weights move it up, marked; status follows
 
     # Learning-rate finder -----------------------------------------------------------
     def find_lr(self) -> None:

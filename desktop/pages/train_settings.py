@@ -31,8 +31,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.pages.train_arch import (
+    fill_arch_combo,
+    format_params,
+    show_start,
+    static_rows,
+)
 from engine.errors import ConfigError
 from engine.models import ARCHITECTURES
+from engine.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
 
 if TYPE_CHECKING:
     from engine.training.config import TrainConfig
@@ -61,28 +68,22 @@ def probe_devices() -> list[tuple[str, str]]:
     return devices
 
 
-def weights_status_of(arch: str) -> tuple[str, str, int | None]:
-    """(arch, 'found: …' | 'not found', default input size in px).
-
-    Looks at the disk and timm's model config (no network); call it in a worker."""
-    from engine.models import arch_info
-    from engine.weights import weights_status
-
-    status = weights_status(arch)
-    try:
-        size: int | None = arch_info(arch).input_size
-    except Exception:  # noqa: BLE001 - the size is a hint; the status is what matters
-        size = None
-    return arch, status, size
-
-
-def format_params(params: int) -> str:
-    """Parameters and the float32 weights' size on disk, e.g. '11.7 M params (45 MB)'."""
-    return f"{params / 1e6:.1f} M params ({params * 4 / 2**20:.0f} MB)"
-
-
 def format_lr(lr: float) -> str:
     return f"{lr:.2e}".replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _resize_combo() -> QComboBox:
+    """Crop / Squish / Pad, from the engine's one list, each item explained in a tooltip."""
+    combo = QComboBox()
+    for name in RESIZE_METHODS:
+        combo.addItem(name.capitalize(), name)
+    combo.setCurrentIndex(combo.findData(DEFAULT_RESIZE))
+    combo.setToolTip(
+        "How each image becomes the model's square input (training, validation, prediction "
+        "and export all do the same):\n"
+        + "\n".join(f"{name.capitalize()}: {RESIZE_HELP[name]}" for name in RESIZE_METHODS)
+    )
+    return combo
 
 
 def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:
@@ -122,11 +123,16 @@ class TrainSettings(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.arch.setMinimumContentsLength(18)
-        for info in ARCHITECTURES:
-            self.arch.addItem(
-                f"{info.name}  ·  {format_params(info.params)}  ·  {info.speed}", info.name
-            )
-        self.arch.setCurrentIndex(max(0, self.arch.findData("resnet34")))
+        # Built before torch is loaded, from the static list (installed weights first);
+        # set_architectures() re-orders and marks it once a worker has looked.
+        fill_arch_combo(self.arch, static_rows(), ARCHITECTURES[0].name)
+        # The best installed architecture replaces the static default once, when it is
+        # known, unless the user or the project's settings chose one before.
+        self._default_pending = True
+        self._best_arch = ""  # the best architecture whose weights are here, once known
+        self.arch.activated.connect(lambda _i: self._choose_arch())
+        self.arch.lineEdit().textEdited.connect(lambda _t: self._choose_arch())
+        self.arch.currentIndexChanged.connect(lambda _i: show_start(self.arch))
         self.arch.currentIndexChanged.connect(lambda _i: self.archChanged.emit(self.arch_name()))
         self.arch_note = QLabel()
         self.arch_note.setWordWrap(True)
@@ -165,6 +171,7 @@ class TrainSettings(QWidget):
         self.freeze_epochs.setToolTip("Epochs with the pretrained body frozen (fine_tune)")
         self.size = _spin(1, 4096, 224, step=32)  # engine limits: load_limits()
         self.size.setSuffix(" px")
+        self.resize_method = _resize_combo()
         self.batch_size = _spin(0, 4096, 0, special="auto")
         self.lr = QLineEdit()
         self.lr.setPlaceholderText("default")
@@ -185,6 +192,7 @@ class TrainSettings(QWidget):
         form.addRow("Epochs", self.epochs)
         form.addRow("Frozen epochs", self.freeze_epochs)
         form.addRow("Image size", self.size)
+        form.addRow("Resize", self.resize_method)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Learning rate", lr_row)
         form.addRow("Device", self.device)
@@ -249,16 +257,36 @@ class TrainSettings(QWidget):
             text += f" · pretrained at {size} px"
         self.arch_note.setText(text)
 
+    def _choose_arch(self) -> None:
+        self._default_pending = False
+
+    def set_architectures(self, rows: list[dict[str, Any]], best: str) -> None:
+        """Re-order and mark the combo from ``describe_architectures`` (a worker's result).
+
+        Architectures with weights on this machine come first, marked; the selection
+        becomes ``best`` unless the user or the project's settings chose one already."""
+        current = self.arch_name()
+        installed = any(r["name"] == best and r.get("pretrained") for r in rows)
+        self._best_arch = best if installed else ""
+        select = best if self._default_pending and best else current
+        self._default_pending = False
+        fill_arch_combo(self.arch, rows, select)
+        self._update_note()
+        if self.arch_name() != current:
+            self.archChanged.emit(self.arch_name())
+
     def set_weights_status(self, arch: str, status: str, size: int | None = None) -> None:
         """Show what the engine found for ``arch`` (ignored if the user moved on)."""
         if arch != self.arch_name():
             return
         self._update_note(size)
         found = status.startswith("found")
+        other = (f", or choose {self._best_arch}, whose weights came with Loupe"
+                 if self._best_arch and self._best_arch != arch else "")
         self.weights_label.setText(
-            f"Pretrained weights: {status}" if found else
+            f"✓ {status.removeprefix('found: ')}" if found else
             "Pretrained weights: not found on this computer — training would start from "
-            "random initialisation (much less accurate). Import a file or download them."
+            f"random initialisation (much less accurate). Import or download them{other}."
         )
         self.import_button.setVisible(not found)
         self.download_button.setVisible(not found)
@@ -288,6 +316,7 @@ class TrainSettings(QWidget):
             "epochs": self.epochs.value(),
             "freeze_epochs": self.freeze_epochs.value(),
             "size": self.size.value(),
+            "resize": str(self.resize_method.currentData()),
             "batch_size": self.batch_size.value(),
             "lr": lr,
             "pretrained": str(self.pretrained.currentData()),
@@ -309,14 +338,20 @@ class TrainSettings(QWidget):
             config = TrainConfig.from_json({k: v for k, v in saved.items() if k != "out"})
         except (ConfigError, TypeError, ValueError):
             return
-        index = self.arch.findData(config.arch)
-        if index >= 0:
-            self.arch.setCurrentIndex(index)
+        if config.arch == "auto":  # the best installed one, as the engine resolves it
+            if self._best_arch:
+                self.arch.setCurrentIndex(max(0, self.arch.findData(self._best_arch)))
         else:
-            self.arch.setEditText(config.arch)
+            self._default_pending = False
+            index = self.arch.findData(config.arch)
+            if index >= 0:
+                self.arch.setCurrentIndex(index)
+            else:
+                self.arch.setEditText(config.arch)
         self.epochs.setValue(config.epochs)
         self.freeze_epochs.setValue(config.freeze_epochs)
         self.size.setValue(config.size)
+        self.resize_method.setCurrentIndex(max(0, self.resize_method.findData(config.resize)))
         self.batch_size.setValue(config.batch_size)
         self.set_lr(config.max_lr)
         self.pretrained.setCurrentIndex(max(0, self.pretrained.findData(config.pretrained)))
@@ -329,9 +364,9 @@ class TrainSettings(QWidget):
 
     def set_running(self, running: bool) -> None:
         for widget in (self.arch, self.pretrained, self.epochs, self.freeze_epochs, self.size,
-                       self.batch_size, self.lr, self.find_lr_button, self.device, self.seed,
-                       self.flip, self.rotate, self.lighting, self.progressive,
-                       self.import_button, self.download_button):
+                       self.resize_method, self.batch_size, self.lr, self.find_lr_button,
+                       self.device, self.seed, self.flip, self.rotate, self.lighting,
+                       self.progressive, self.import_button, self.download_button):
             widget.setEnabled(not running)
         if not running:
             self._pretrained_changed()

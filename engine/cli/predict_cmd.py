@@ -1,5 +1,8 @@
 """``loupe predict MODEL IMAGE...``: top-k labels per image, optionally an activation map.
 
+``loupe predict --imagenet IMAGE...`` asks the installed pretrained model itself (1000
+ImageNet classes, ``engine.imagenet``): what transfer learning starts from.
+
 Text output is one line per image; ``--json`` prints one JSON object per line per image:
 ``{"path", "top": [{"label", "prob"}]}`` plus ``"unknown"`` when ``--unknown-below`` is
 set and ``"cam"`` (the overlay's path) when ``--cam`` is given. ``--cam FILE`` with
@@ -46,8 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict the class of one or more images with a trained model",
         description="Predict images with a .loupe model: top-k labels and probabilities.",
     )
-    parser.add_argument("model", metavar="MODEL", help="the .loupe model file")
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    parser.add_argument("model", metavar="MODEL",
+                        help="the .loupe model file (with --imagenet: the first image)")
+    parser.add_argument("images", metavar="IMAGE", nargs="*", help="image files")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="no MODEL: ask the installed pretrained ImageNet model "
+                        "(1000 classes) what it sees, before any training")
     parser.add_argument("--topk", type=_positive, default=3, metavar="K",
                         help="how many classes to show per image (default 3)")
     parser.add_argument("--cam", metavar="FILE",
@@ -74,13 +81,16 @@ def cam_file_for(base: Path, index: int, count: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.predict import Predictor
-
+    if args.imagenet:
+        args.images = [args.model, *args.images]
+    elif not args.images:
+        raise ConfigError(
+            f"give at least one IMAGE after the model {args.model} "
+            "(or use --imagenet IMAGE... to ask the pretrained ImageNet model)"
+        )
     if args.cam:
         _check_cam_files(args)
-    predictor = Predictor.from_file(
-        args.model, unknown_below=args.unknown_below, device=args.device
-    )
+    predictor = _load_predictor(args)
     failures = 0
     for index, image in enumerate(args.images):
         try:
@@ -94,6 +104,16 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(json.dumps(obj, ensure_ascii=False) if args.json else _line(obj))
     return 1 if failures else 0
+
+
+def _load_predictor(args: argparse.Namespace):
+    from engine.predict import Predictor
+
+    if args.imagenet:
+        from engine.imagenet import imagenet_predictor
+
+        return imagenet_predictor(device=args.device, unknown_below=args.unknown_below)
+    return Predictor.from_file(args.model, unknown_below=args.unknown_below, device=args.device)
 
 
 def _check_cam_files(args: argparse.Namespace) -> None:

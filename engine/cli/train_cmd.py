@@ -18,6 +18,7 @@ from typing import TextIO
 from engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
 from engine.errors import CancelledError, ConfigError
 from engine.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
+from engine.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
 
 EPOCH_KEYS = ("epoch", "train_loss", "valid_loss", "error_rate", "seconds")
 
@@ -36,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opts.add_argument(
         "--freeze-epochs", type=int, default=1, help="epochs with the body frozen first (1)"
     )
-    opts.add_argument("--lr", type=float, default=None, help="peak learning rate (1e-3)")
+    opts.add_argument(
+        "--lr", type=float, default=None,
+        help="peak learning rate (2e-3 fine-tuning pretrained weights, 1e-3 from random init)",
+    )
     opts.add_argument("--out", metavar="FILE", default=None, help="where to save the .loupe model")
     opts.add_argument(
         "--progressive-resize", action="store_true",
@@ -49,25 +53,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--arch, --size, --bs, --pretrained, --device, --threads (train and lr-find)."""
+    """--arch, --size, --resize, --bs, --pretrained, --device, --threads (train, lr-find)."""
     group = parser.add_argument_group("model options")
-    group.add_argument("--arch", default="resnet34", metavar="NAME",
-                       help="architecture (loupe weights list); default resnet34")
+    group.add_argument("--arch", default="auto", metavar="NAME",
+                       help="architecture (loupe weights list); default auto: the best one "
+                       "whose pretrained weights are installed (tf_efficientnet_lite0)")
     group.add_argument("--size", type=int, default=224, metavar="PX", help="input size (224)")
+    group.add_argument(
+        "--resize", default=DEFAULT_RESIZE, choices=RESIZE_METHODS,
+        help=f"how images become squares ({DEFAULT_RESIZE}): "
+        + "; ".join(f"{name}: {RESIZE_HELP[name]}" for name in RESIZE_METHODS),
+    )
     group.add_argument("--bs", type=int, default=0, metavar="N", help="batch size (0: automatic)")
     group.add_argument("--pretrained", default="auto", metavar="auto|none|FILE",
                        help="pretrained weights: found on this machine (auto), none, or a file")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     group.add_argument("--threads", type=int, default=0,
-                       help="CPU threads (0: all cores but one)")
+                       help="CPU threads (default 0: all cores; the desktop app leaves one "
+                       "for its window)")
+
+
+def cli_threads() -> int:
+    """All cores: a command-line run has no window to keep responsive (the engine's own
+    default, all cores but one, is for the desktop app)."""
+    import os
+
+    return os.cpu_count() or 1
 
 
 def config_from_args(args: argparse.Namespace, **extra):
     from engine.training import TrainConfig
 
     return TrainConfig(
-        arch=args.arch, size=args.size, batch_size=args.bs, pretrained=args.pretrained,
-        device=args.device, seed=args.seed, threads=args.threads, **extra,
+        arch=args.arch, size=args.size, resize=args.resize, batch_size=args.bs,
+        pretrained=args.pretrained, device=args.device, seed=args.seed,
+        threads=args.threads or cli_threads(), **extra,
     )
 
 
@@ -102,7 +122,8 @@ class EpochPrinter:
         self.out.write(
             f"Training {i.get('arch')} on {i.get('device_name')} | weights: {i.get('pretrained')}"
             f" | {i.get('n_train')} train / {i.get('n_valid')} valid images, "
-            f"{len(i.get('classes', []))} classes | {i.get('size')} px, batch {i.get('batch_size')}"
+            f"{len(i.get('classes', []))} classes | {i.get('size')} px {i.get('resize')}, "
+            f"batch {i.get('batch_size')}"
             f"\nRun folder: {i.get('run_dir')}\n"
         )
         self.out.flush()

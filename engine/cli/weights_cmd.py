@@ -83,7 +83,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from engine.weights import download_weights
+    from engine.weights_download import download_weights
 
     path = download_weights(args.arch, on_event=_byte_printer(sys.stderr))
     print(f"downloaded weights for {args.arch} -> {path}")

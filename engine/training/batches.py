@@ -9,6 +9,14 @@ it avoids everything worker processes bring on a desktop: the spawn start method
 re-importing the app on macOS/Windows, pickling the dataset, /dev/shm limits and
 orphaned processes when the GUI quits. Threads also share the cache's RAM.
 
+Resize methods (:mod:`engine.resize`): ``crop`` caches the short side at 1.15 × size and
+takes fastai's random resized crop (35-100 % of the area, aspect 3/4-4/3). ``squish`` and
+``pad`` cache the whole picture as a size×size square: their point is that nothing is cut
+off, so training takes only a mild random zoom (a square of 75-100 % of the area, at most
+1.15× zoom, the same margin crop's presize gives) and leaves the rest of the variety to the
+batch augmentation (flips, rotation, lighting in ``engine.training.augment``). A crop of a
+padded square may trim some border and a little of the picture's edge; that is the zoom.
+
 Determinism: every random choice of an epoch (order, crop boxes) comes from one
 ``random.Random`` seeded by ``(seed, epoch)`` and is drawn in a fixed order by the single
 producer thread, so a resumed run sees exactly the batches an uninterrupted one would.
@@ -25,12 +33,16 @@ from typing import Any
 
 import torch
 
+from engine.resize import LEGACY_RESIZE
+
 Fetch = Callable[[Any], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 # fastai's aug_transforms-era defaults for RandomResizedCrop in fine-tuning.
 MIN_SCALE = 0.35
 RATIO = (3 / 4, 4 / 3)
+# squish / pad: the smallest share of the square's area a training crop keeps (zoom ≤ 1.15).
+SQUARE_MIN_SCALE = 0.75
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -53,24 +65,42 @@ def random_crop_box(rng: random.Random, height: int, width: int) -> tuple[int, i
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def train_crop(u8: torch.Tensor, size: int, rng: random.Random) -> torch.Tensor:
-    """A random resized crop of a cached uint8 image to ``size``×``size`` (still uint8)."""
+def random_square_box(rng: random.Random, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, side, side): a random square of ``SQUARE_MIN_SCALE``-100 % of the area."""
+    full = min(height, width)
+    side = max(1, min(full, round(full * math.sqrt(rng.uniform(SQUARE_MIN_SCALE, 1.0)))))
+    return rng.randint(0, height - side), rng.randint(0, width - side), side, side
+
+
+def train_crop(
+    u8: torch.Tensor, size: int, rng: random.Random, resize: str = LEGACY_RESIZE
+) -> torch.Tensor:
+    """A random resized crop of a cached uint8 image to ``size``×``size`` (still uint8).
+
+    ``crop`` draws fastai's random resized crop, ``squish``/``pad`` a mild square zoom.
+    """
     from torchvision.transforms.v2 import functional as tvf
 
-    top, left, h, w = random_crop_box(rng, u8.shape[-2], u8.shape[-1])
+    pick = random_crop_box if resize == "crop" else random_square_box
+    top, left, h, w = pick(rng, u8.shape[-2], u8.shape[-1])
     return tvf.resized_crop(u8, top, left, h, w, [size, size], antialias=True)
 
 
-def eval_crop(u8: torch.Tensor, size: int, presize: int | None = None) -> torch.Tensor:
-    """Validation view: the same center crop prediction uses (float 0..1).
+def eval_crop(
+    u8: torch.Tensor, size: int, presize: int | None = None, resize: str = LEGACY_RESIZE
+) -> torch.Tensor:
+    """Validation view: exactly what prediction computes (float 0..1).
 
-    ``presize`` defaults to the standard one for ``size``. The cache is presized for the
-    final size; for a smaller progressive-resizing size we first shrink to that size's
-    presize so the crop covers the same field of view.
+    ``crop``: the center crop. ``presize`` defaults to the standard one for ``size``. The
+    cache is presized for the final size; for a smaller progressive-resizing size we first
+    shrink to that size's presize so the crop covers the same field of view. ``squish`` and
+    ``pad``: the whole cached square at ``size``.
     """
     from engine.cache import presize_for
     from engine.transforms import eval_tensor_from_cached
 
+    if resize != "crop":
+        return eval_tensor_from_cached(u8, size, resize)
     presize = presize or presize_for(size)
     if min(u8.shape[-2:]) != presize:
         from torchvision.transforms.v2 import functional as tvf
@@ -85,8 +115,9 @@ class BatchLoader:
     ``fetch(item)`` returns the cached uint8 3×H×W tensor (``ImageCache.get``);
     ``targets[i]`` belongs to ``items[i]``. Training batches are shuffled, randomly
     cropped, uint8 (4× less to copy to a GPU) and the last incomplete batch is dropped
-    (a batch of one breaks BatchNorm); evaluation batches are in order, center-cropped,
-    float 0..1.
+    (a batch of one breaks BatchNorm); evaluation batches are in order, center-cropped
+    (or whole, for ``squish``/``pad``), float 0..1. ``resize`` must be the method the
+    cache behind ``fetch`` was made with.
     """
 
     def __init__(
@@ -101,6 +132,7 @@ class BatchLoader:
         pin_memory: bool = False,
         prefetch: int = 3,
         eval_presize: int | None = None,
+        resize: str = LEGACY_RESIZE,
     ) -> None:
         if len(items) != len(targets):
             raise ValueError(f"{len(items)} items but {len(targets)} targets")
@@ -113,6 +145,7 @@ class BatchLoader:
         self.pin_memory = pin_memory
         self.prefetch = prefetch
         self.eval_presize = eval_presize
+        self.resize = resize
 
     def __len__(self) -> int:
         n = len(self.items)
@@ -133,11 +166,11 @@ class BatchLoader:
         return EpochBatches(self, epoch, size)
 
     def make_batch(self, indices: list[int], size: int, rng: random.Random) -> Batch:
+        fetched = [self.fetch(self.items[i].item) for i in indices]
         if self.train:
-            images = [train_crop(self.fetch(self.items[i].item), size, rng) for i in indices]
+            images = [train_crop(u8, size, rng, self.resize) for u8 in fetched]
         else:
-            presize = self.eval_presize
-            images = [eval_crop(self.fetch(self.items[i].item), size, presize) for i in indices]
+            images = [eval_crop(u8, size, self.eval_presize, self.resize) for u8 in fetched]
         x = torch.stack(images)
         index = torch.tensor(indices, dtype=torch.long)
         y = self.targets[index]

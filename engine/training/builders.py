@@ -24,6 +24,8 @@ from engine.training.setup import (
     data_spec_json,
     load_pretrained,
     rebuild_prepared,
+    resolve_arch_choice,
+    resolve_lr,
 )
 
 
@@ -58,9 +60,11 @@ def build_session(
     """A new run: resolve device and weights, build the model, create the run folder."""
     from engine.models import create_model, resolve_arch
 
+    config = resolve_arch_choice(config)
     resolve_arch(config.arch)
     device = resolve_device(config.device)
     state, description, tag = load_pretrained(config)
+    config = resolve_lr(config, pretrained=state is not None)
     torch.manual_seed(config.seed)
     model = create_model(config.arch, len(prepared.plan.classes), pretrained_state=state)
     model = _prepare_model(model, device)

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.resize import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRETRAINED_CHOICES = ("auto", "none")
-DEFAULT_LR = 1e-3  # fastai's default ``lr_max`` for fit_one_cycle / vision_learner
+DEFAULT_LR = 1e-3  # fastai's default ``lr_max`` for fit_one_cycle (training from scratch)
+DEFAULT_FINE_TUNE_LR = 2e-3  # fastai's ``fine_tune(base_lr=2e-3)`` for pretrained runs
+AUTO_ARCH = "auto"  # the best architecture whose pretrained weights are installed
 MIN_SIZE, MAX_SIZE = 16, 1024
 BUNDLE_SUFFIX = ".loupe"  # engine.bundle.BUNDLE_SUFFIX, without importing torch
 
@@ -25,14 +28,19 @@ BUNDLE_SUFFIX = ".loupe"  # engine.bundle.BUNDLE_SUFFIX, without importing torch
 class TrainConfig:
     """Everything that decides what a training run does (not what data it sees).
 
-    ``batch_size == 0`` means "pick for the device"; ``lr is None`` means ``DEFAULT_LR``;
+    ``arch == "auto"`` means the best architecture whose pretrained weights are on this
+    machine (``engine.weights.best_installed_arch``; resolved when the run starts and
+    recorded in the run's config); ``batch_size == 0`` means "pick for the device";
+    ``lr is None`` means fastai's default for the run: ``DEFAULT_FINE_TUNE_LR`` when
+    pretrained weights are used, ``DEFAULT_LR`` from random init (also resolved at start);
     ``pretrained`` is ``"auto"`` (use weights found on this machine, else random init),
     ``"none"`` (random init on purpose) or a weights file path; ``threads == 0`` means
     "all cores but one" (one is left for the GUI); ``out`` is where the bundle goes
-    (``None``: inside the run folder).
+    (``None``: inside the run folder). ``resize`` is fastai's resize method, one of
+    ``engine.resize.RESIZE_METHODS`` (crop, squish, pad).
     """
 
-    arch: str = "resnet34"
+    arch: str = AUTO_ARCH
     epochs: int = 1
     freeze_epochs: int = 1
     size: int = 224
@@ -48,10 +56,14 @@ class TrainConfig:
     threads: int = 0
     wd: float = 0.01
     out: str | None = None
+    resize: str = DEFAULT_RESIZE
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch.strip():
-            raise ConfigError(f"arch {self.arch!r} is not a model name (e.g. resnet34)")
+            raise ConfigError(
+                f"arch {self.arch!r} is not a model name (e.g. tf_efficientnet_lite0, "
+                f"resnet34, or {AUTO_ARCH!r})"
+            )
         _check_int("epochs", self.epochs, 1, 10_000)
         _check_int("freeze_epochs", self.freeze_epochs, 0, 10_000)
         _check_int("size", self.size, MIN_SIZE, MAX_SIZE)
@@ -79,12 +91,14 @@ class TrainConfig:
             raise ConfigError(f"lighting {self.lighting!r} must be in [0, 0.9]")
         if not (_is_number(self.wd) and 0 <= self.wd <= 1):
             raise ConfigError(f"wd {self.wd!r} (weight decay) must be in [0, 1]")
+        check_resize(self.resize)
         if self.out is not None and not str(self.out).endswith(BUNDLE_SUFFIX):
             raise ConfigError(f"out {self.out!r}: a model file must end in {BUNDLE_SUFFIX}")
 
     @property
     def max_lr(self) -> float:
-        """The peak learning rate actually used (``lr`` or fastai's default)."""
+        """The peak learning rate (``lr``; runs resolve ``None`` when they start, so
+        ``DEFAULT_LR`` here only serves a config that was never resolved)."""
         return DEFAULT_LR if self.lr is None else float(self.lr)
 
     def to_json(self) -> dict[str, Any]:
@@ -92,7 +106,12 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys by name (a typo is not ignored)."""
+        """Build from a dict, rejecting unknown keys by name (a typo is not ignored).
+
+        A dict without ``resize`` was written before the choice existed (an old run's
+        ``config.json``, an old project): those runs trained with ``crop``, so resuming or
+        retraining them keeps it rather than silently switching to the new default.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"training config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -102,7 +121,7 @@ class TrainConfig:
                 f"unknown training setting(s) {', '.join(unknown)}; "
                 f"allowed: {', '.join(sorted(known))}"
             )
-        return cls(**data)
+        return cls(**{"resize": LEGACY_RESIZE, **data})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)

@@ -114,10 +114,10 @@ def _score(model, meta, items, device: str, batch_size: int, cancel) -> Scores:
     prep = meta.preprocessing
     dev = resolve_device(device)
     model = model.to(dev.device).eval()
-    cache = ImageCache(prep.presize)
+    cache = ImageCache(prep.presize, resize=prep.resize)
     targets = build_targets(items, meta.classes, meta.multi_label)
     loader = BatchLoader(cache.get, items, targets, batch_size=batch_size, train=False,
-                         eval_presize=prep.presize)
+                         eval_presize=prep.presize, resize=prep.resize)
     mean = torch.tensor(prep.mean, device=dev.device).view(1, 3, 1, 1)
     std = torch.tensor(prep.std, device=dev.device).view(1, 3, 1, 1)
     logits = []

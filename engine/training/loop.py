@@ -49,6 +49,7 @@ class LoopContext:
     scaler: torch.amp.GradScaler
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     cancel: CancelToken | None = None
+    frozen_norm_stats: bool = False  # pretrained runs: BatchNorm keeps ImageNet statistics
     on_progress: Callable[[Progress], None] = field(default=lambda event: None)
 
 
@@ -83,6 +84,23 @@ def train_step(ctx: LoopContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return loss.detach()
 
 
+def set_train_mode(ctx: LoopContext) -> None:
+    """Training mode, except BatchNorm layers when ``ctx.frozen_norm_stats``.
+
+    Fine-tuning pretrained weights on a few hundred images, BatchNorm layers in training
+    mode normalise with the statistics of each small, augmented batch and overwrite the
+    running statistics the pretrained weights were trained with, which undoes much of
+    what the frozen phase's head was fitted to (Keras' transfer-learning guide gives the
+    same advice for EfficientNet). In eval mode they keep the pretrained statistics while
+    their scale and shift still train.
+    """
+    ctx.model.train()
+    if ctx.frozen_norm_stats:
+        for module in ctx.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _check_single_image_batch(model: nn.Module) -> None:
     """Batch normalization cannot train on one image (torch raises a bare ValueError)."""
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
@@ -106,7 +124,7 @@ def train_epoch(
     Random streams (augmentation draws, dropout) are reseeded from (seed, epoch) so an
     epoch run after a resume is the epoch an uninterrupted run would have run.
     """
-    ctx.model.train()
+    set_train_mode(ctx)
     generator = torch.Generator().manual_seed(epoch_seed(ctx.seed, epoch, 3))
     torch.manual_seed(epoch_seed(ctx.seed, epoch, 4))
     total_loss, count = 0.0, 0

@@ -31,7 +31,12 @@ from engine.training.batches import BatchLoader
 from engine.training.config import TrainConfig
 from engine.training.device import resolve_device, torch_threads
 from engine.training.loop import LoopContext, to_model_input, train_step
-from engine.training.setup import auto_batch_size, build_targets, load_pretrained
+from engine.training.setup import (
+    auto_batch_size,
+    build_targets,
+    load_pretrained,
+    resolve_arch_choice,
+)
 
 SMOOTH_BETA = 0.98
 DIVERGE_FACTOR = 4.0
@@ -100,6 +105,7 @@ def lr_find(
 ) -> LRFindResult:
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ≤ ``num_it`` batches."""
     events = ThrottledCallback(on_event)
+    config = resolve_arch_choice(config)
     with torch_threads(config.threads):
         ctx, loader = _setup(prepared, config, start_lr, events, cancel)
         events(Started("lr-find", total=num_it, info={"arch": config.arch}))
@@ -132,7 +138,8 @@ def _setup(
             for p in group:
                 p.requires_grad_(id(p) in keep)
     optimizer, _groups = new_optimizer(model, start_lr, config.wd, device)
-    cache = ImageCache(presize_for(config.size), max_pixels=prepared.spec.max_pixels)
+    cache = ImageCache(presize_for(config.size, config.resize),
+                       max_pixels=prepared.spec.max_pixels, resize=config.resize)
     cache.warm([li.item for li in plan.train], on_event=events, cancel=cancel)
     if state is None:
         mean, std = compute_mean_std(cache, [li.item for li in plan.train], seed=config.seed)
@@ -142,7 +149,7 @@ def _setup(
     targets = build_targets(plan.train, plan.classes, plan.multi_label)
     bs = config.batch_size or auto_batch_size(device, config.size)
     loader = BatchLoader(cache.get, plan.train, targets, batch_size=bs, train=True,
-                         seed=config.seed, pin_memory=device.pin_memory)
+                         seed=config.seed, pin_memory=device.pin_memory, resize=config.resize)
     loss_fn = torch.nn.BCEWithLogitsLoss() if plan.multi_label else torch.nn.CrossEntropyLoss()
     ctx = LoopContext(
         model=model, optimizer=optimizer, loss_fn=loss_fn, device=device,

@@ -24,6 +24,7 @@ from engine.training.augment import Augment
 from engine.training.batches import BatchLoader
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceInfo
+from engine.training.head_fit import linear_head, probe_epoch
 from engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
 from engine.training.metrics import epoch_metrics
 from engine.training.schedule import Cycle, one_cycle
@@ -71,8 +72,10 @@ class Session:
         self.thresholds = (0.5,) * len(self.classes)
         from engine.cache import ImageCache, presize_for
 
+        resize = self.config.resize
         self.cache = ImageCache(
-            presize_for(self.config.size), max_pixels=self.prepared.spec.max_pixels
+            presize_for(self.config.size, resize), max_pixels=self.prepared.spec.max_pixels,
+            resize=resize,
         )
         self.train_targets = build_targets(plan.train, self.classes, self.multi_label)
         self.valid_targets = build_targets(plan.valid, self.classes, self.multi_label)
@@ -88,11 +91,16 @@ class Session:
         plan, pin = self.prepared.plan, self.device.pin_memory
         self.train_loader = BatchLoader(
             self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
-            train=True, seed=self.config.seed, pin_memory=pin,
+            train=True, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
         )
         self.valid_loader = BatchLoader(
             self.cache.get, plan.valid, self.valid_targets, batch_size=self.batch_size,
-            train=False, seed=self.config.seed, pin_memory=pin,
+            train=False, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
+        )
+        # The training images' validation view: what the frozen phase's head fit sees first.
+        self.probe_loader = BatchLoader(
+            self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
+            train=False, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
         )
 
     def start(self, total_epochs: int) -> None:
@@ -103,6 +111,7 @@ class Session:
             "classes": list(self.classes), "multi_label": self.multi_label,
             "n_train": len(plan.train), "n_valid": len(plan.valid), "epochs": total_epochs,
             "batch_size": self.batch_size, "size": self.config.size,
+            "resize": self.config.resize,
             "run_dir": str(self.run_dir), "resumed_at_epoch": self.epochs_done,
         }
         self.events(Started("train", total=total_epochs, info=self.info))
@@ -144,7 +153,7 @@ class Session:
             std=torch.tensor(self.std, device=dev).view(1, 3, 1, 1),
             augment=Augment(flip=cfg.flip, rotate=cfg.rotate, lighting=cfg.lighting),
             seed=cfg.seed, scaler=self.device.make_scaler(), cancel=self.cancel,
-            on_progress=self.events,
+            on_progress=self.events, frozen_norm_stats=not self.random_init,
         )
 
     # -- phases and epochs --------------------------------------------------------------
@@ -185,18 +194,25 @@ class Session:
             self.snapshot = self._snapshot()
         while True:
             try:
-                return self._epoch(epoch, total, phase)
+                return self._epoch(epoch, total, phase, epoch - first_epoch)
             except torch.OutOfMemoryError:
                 self._after_oom(self.snapshot, epoch - first_epoch)
 
-    def _epoch(self, epoch: int, total: int, phase: str) -> dict[str, Any]:
+    def _epoch(self, epoch: int, total: int, phase: str, in_phase: int) -> dict[str, Any]:
         assert self.ctx is not None
         start = time.monotonic()
         size = self.size_for(epoch, total)
         per_epoch = self.history[-1]["seconds"] if self.history else 0.0
-        train_loss = train_epoch(
-            self.ctx, self.train_loader, epoch, size, per_epoch * (total - epoch - 1)
-        )
+        head = linear_head(self.model) if phase == "frozen" else None
+        if head is not None:  # the frozen phase as a linear probe (see head_fit)
+            loader = self.probe_loader if in_phase == 0 else self.train_loader
+            train_loss = probe_epoch(
+                self.ctx, head, loader, epoch, in_phase, size, multi_label=self.multi_label
+            )
+        else:
+            train_loss = train_epoch(
+                self.ctx, self.train_loader, epoch, size, per_epoch * (total - epoch - 1)
+            )
         scores = validate(self.ctx, self.valid_loader, epoch, size, multi_label=self.multi_label)
         if not math.isfinite(scores.loss):
             raise NonFiniteLoss(scores.loss, epoch, None, where="validation")
@@ -309,7 +325,9 @@ class Session:
         assert self.mean is not None and self.std is not None
         meta = BundleMeta(
             arch=self.config.arch, classes=self.classes,
-            preprocessing=Preprocessing.for_size(self.config.size, self.mean, self.std),
+            preprocessing=Preprocessing.for_size(
+                self.config.size, self.mean, self.std, resize=self.config.resize
+            ),
             multi_label=self.multi_label,
             thresholds=self.thresholds if self.multi_label else None,
             training=training_summary(

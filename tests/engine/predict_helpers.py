@@ -98,19 +98,27 @@ def make_bundle(
     thresholds: Sequence[float] | None = None,
     seed: int = 0,
     training: dict | None = None,
+    resize: str = "crop",
 ) -> Path:
-    """A real ``.loupe`` bundle of a tiny timm model (random weights, seeded)."""
+    """A real ``.loupe`` bundle of a tiny timm model (random weights, seeded).
+
+    The head gets random weights too, as a trained model's would have: a new head starts
+    at zero (every class equally likely), which would make every prediction identical.
+    """
     from engine.bundle import save_bundle
-    from engine.models import create_model
+    from engine.models import create_model, head_parameters
 
     torch.manual_seed(seed)
     model = create_model(arch, len(classes))
+    with torch.no_grad():
+        for param in head_parameters(model):
+            param.normal_(0.0, 0.5)
     meta = {
         "architecture": arch,
         "classes": list(classes),
         "multi_label": multi_label,
         "thresholds": list(thresholds) if thresholds is not None else None,
-        "preprocessing": Preprocessing.for_size(size).to_json(),
+        "preprocessing": Preprocessing.for_size(size, resize=resize).to_json(),
         "training": dict(training or {}),
     }
     return save_bundle(path, model, meta)

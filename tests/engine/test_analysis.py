@@ -193,3 +193,33 @@ def test_write_report_saves_figures_and_metrics(tmp_path, colour_predictor):
     assert [t["path"] for t in metrics["top_losses"]] == [
         str(t.path) for t in analysis.top_losses
     ]
+
+
+@pytest.mark.parametrize(("resize", "other"), [("crop", "pad"), ("squish", "crop"),
+                                               ("pad", "squish")])
+def test_an_image_cache_of_the_models_method_gives_the_files_inputs_and_boxes(
+    tmp_path, resize, other
+):
+    """Analysis may read the training cache, but only one made with the model's method,
+    and the map's box still comes from the picture's own shape (a square cache has none)."""
+    import torch
+
+    from engine.cache import ImageCache
+    from engine.transforms import Preprocessing
+    from tests.engine.predict_helpers import save_noise
+
+    pre = Preprocessing.for_size(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize=resize)
+    predictor = predictor_for(ColourNet(), ("blue", "red"), preprocessing=pre)
+    path = save_noise(tmp_path / "wide.png", size=(90, 40))
+    stat = path.stat()
+    items = [LabelledItem(ImageItem(path, path.name, stat.st_size, stat.st_mtime_ns, 90, 40),
+                          ("red",))]
+    from_files, _ = collect_outputs(predictor, items)
+    cache = ImageCache(pre.presize, disk_dir=tmp_path / "spill", resize=resize)
+    from_cache, _ = collect_outputs(predictor, items, cache=cache)
+    assert cache.decode_count == 1, "the cache was used"
+    assert torch.equal(from_cache.logits, from_files.logits)
+    assert from_cache.crop_boxes == from_files.crop_boxes
+    mismatched = ImageCache(pre.presize, disk_dir=tmp_path / "spill2", resize=other)
+    collect_outputs(predictor, items, cache=mismatched)
+    assert mismatched.decode_count == 0, "a cache of another method is never read"

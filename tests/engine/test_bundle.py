@@ -106,6 +106,41 @@ def test_multi_label_thresholds_round_trip(tmp_path):
     assert loaded.meta.multi_label is True and loaded.meta.thresholds == (0.3, 0.7)
 
 
+@pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
+def test_the_resize_method_round_trips_through_a_bundle(trained, tmp_path, resize):
+    model, meta, _path = trained
+    pre = Preprocessing.for_size(32, (0.4, 0.5, 0.6), (0.2, 0.3, 0.4), resize=resize)
+    path = bundle.save_bundle(tmp_path / f"{resize}.loupe", model,
+                              {**meta, "preprocessing": pre.to_json()})
+    loaded = bundle.read_bundle_meta(path)
+    assert loaded.preprocessing == pre and loaded.preprocessing.resize == resize
+    assert loaded.format_version == bundle.FORMAT_VERSION == 2
+
+
+def test_an_old_bundle_without_a_resize_method_loads_as_crop(trained, tmp_path):
+    """Bundles written before the choice existed (format 1, no field) were all crop."""
+    _model, meta, path = trained
+    old_prep = {k: v for k, v in meta["preprocessing"].items() if k != "resize"}
+    old_meta = {**meta, "format_version": 1, "preprocessing": old_prep}
+    assert bundle.BundleMeta.from_json(old_meta).preprocessing.resize == "crop"
+
+    def make_old(m: dict) -> None:
+        m["format_version"] = 1
+        del m["preprocessing"]["resize"]
+
+    loaded = bundle.load_bundle(_rewrite(path, tmp_path / "old.loupe", meta_edit=make_old))
+    assert loaded.meta.format_version == 1
+    assert loaded.meta.preprocessing.resize == "crop"
+    assert loaded.meta.preprocessing.presize == 37
+
+
+def test_a_bad_resize_method_is_a_model_file_error(trained, tmp_path):
+    bad = _rewrite(trained[2], tmp_path / "bad.loupe",
+                   meta_edit=lambda m: m["preprocessing"].update(resize="zoom"))
+    with pytest.raises(ModelFileError, match="'zoom' is not one of: crop, squish, pad"):
+        bundle.load_bundle(bad)
+
+
 def test_save_refuses_wrong_class_count_and_suffix(tmp_path, trained):
     model, meta, _path = trained
     with pytest.raises(ConfigError, match="3 outputs but 2 class names"):

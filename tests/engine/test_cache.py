@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -243,3 +244,54 @@ def test_bad_settings_are_config_errors(tmp_path):
         ImageCache(presize=0, disk_dir=tmp_path)
     with pytest.raises(ConfigError, match="budget"):
         ImageCache(presize=16, ram_budget_bytes=-1, disk_dir=tmp_path)
+
+
+def test_resize_method_is_part_of_the_key(tmp_path):
+    (item,) = make_images(tmp_path / "imgs", n=1)
+    keys = {m: cache_key(item, 20, m) for m in ("crop", "squish", "pad")}
+    assert len(set(keys.values())) == 3
+    assert keys["crop"] == cache_key(item, 20), "crop keys are spelled as before the methods"
+    with pytest.raises(ConfigError, match="'fit' is not one of: crop, squish, pad"):
+        cache_key(item, 20, "fit")
+
+
+def test_a_cache_of_one_method_is_never_reused_for_another(tmp_path):
+    (item,) = make_images(tmp_path / "imgs", n=1)  # 24×40, portrait
+    spill = tmp_path / "spill"
+    views = {}
+    for method in ("crop", "squish", "pad"):
+        cache = ImageCache(20, 0, spill, resize=method)
+        views[method] = cache.get(item)
+        assert cache.decode_count == 1, f"{method} must decode, not read another's spill file"
+        assert cache.stats()["resize"] == method
+    assert tuple(views["crop"].shape) == (3, 33, 20)
+    assert tuple(views["squish"].shape) == tuple(views["pad"].shape) == (3, 20, 20)
+    assert int(views["pad"][:, :, :4].max()) == 0, "pad's side borders are black"
+    assert int(views["squish"][1, :, :4].min()) > 200, "squish has no border (green image)"
+    assert len(spill_files(spill)) == 3
+
+
+@pytest.mark.parametrize("method", ["squish", "pad"])
+def test_square_methods_spill_and_read_back(tmp_path, method):
+    items = make_images(tmp_path / "imgs", n=3)
+    spill = tmp_path / "spill"
+    first = [ImageCache(20, 0, spill, resize=method).get(it).clone() for it in items]
+    later = ImageCache(20, 0, spill, resize=method)
+    assert all(torch.equal(later.get(it), t) for it, t in zip(items, first, strict=True))
+    assert later.decode_count == 0 and later.stats()["disk_hits"] == 3
+
+
+def test_a_square_cache_refuses_a_spill_file_that_is_not_square(tmp_path):
+    (item,) = make_images(tmp_path / "imgs", n=1)
+    spill = tmp_path / "spill"
+    cache = ImageCache(20, 0, spill, resize="squish")
+    cache.get(item)
+    (npy,) = spill_files(spill)
+    np.save(npy, np.zeros((3, 20, 31), dtype=np.uint8))  # a crop-shaped entry
+    again = ImageCache(20, 0, spill, resize="squish")
+    assert tuple(again.get(item).shape) == (3, 20, 20) and again.decode_count == 1
+
+
+def test_an_unknown_resize_method_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="'stretch' is not one of: crop, squish, pad"):
+        ImageCache(20, disk_dir=tmp_path, resize="stretch")

@@ -10,6 +10,8 @@ from torch import nn
 
 from engine.cam import (
     CAM_METHODS,
+    CamResult,
+    colormap_lut,
     compute_cam,
     conv_layers,
     filters_figure,
@@ -210,6 +212,39 @@ def test_overlay_of_an_exif_rotated_photo_is_upright_and_full_size(tmp_path):
     assert overlay.shape == original.shape == (120, 80, 3)
     assert np.array_equal(overlay[:15], original[:15])  # above the crop: untouched
     assert not np.array_equal(overlay[40:80], original[40:80])
+
+
+def test_squish_overlay_covers_the_whole_image(tmp_path):
+    """The model saw all of a squished image: the map is stretched back over all of it."""
+    predictor = Predictor.from_file(make_bundle(tmp_path / "m.loupe", size=32, resize="squish"))
+    path = save_noise(tmp_path / "wide.png", size=(150, 60))
+    result = compute_cam(predictor, path)
+    assert result.crop_box == (0.0, 0.0, 1.0, 1.0)
+    overlay = np.asarray(render_overlay(result, opacity=0.6)).astype(int)
+    original = np.asarray(load_rgb(path)).astype(int)
+    assert overlay.shape == original.shape == (60, 150, 3)
+    assert (np.abs(overlay - original).sum(axis=(0, 2)) > 0).all(), "every column coloured"
+    assert (np.abs(overlay - original).sum(axis=(1, 2)) > 0).all(), "every row coloured"
+
+
+def test_pad_overlay_drops_the_part_of_the_map_on_the_padding():
+    """A 60×30 picture padded to a square: the map's top and bottom quarters lie on padding."""
+    pre = Preprocessing.for_size(32, resize="pad")
+    predictor = predictor_for(ColourNet(), CLASSES, preprocessing=pre)
+    image = Image.new("RGB", (60, 30), (128, 128, 128))
+    heat = np.zeros((8, 8), dtype=np.float32)
+    heat[:2] = heat[6:] = 1.0  # hot only where the padding is
+    result = CamResult(
+        prediction=predictor.predict(image), heatmap=heat, class_index=0, label="blue",
+        method="gradcam", layer="features", crop_box=predictor.prepare(image).crop_box,
+        source=None,
+    )
+    overlay = np.asarray(render_overlay(result, image, opacity=1.0)).astype(int)
+    cold = colormap_lut("jet")[0].astype(int)
+    assert overlay.shape == (30, 60, 3)
+    # rows away from the image's top and bottom edge (where the map blends over half a map
+    # pixel) show the cold part of the map, across the full width
+    assert np.abs(overlay[8:22] - cold).max() == 0
 
 
 def test_heatmap_at_resizes_the_raw_map(corner_predictor, tmp_path):

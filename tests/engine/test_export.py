@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime  # the dev extra installs the optional loupe[onnx]
 import pytest
 import torch
+from PIL import Image
 
 from engine.errors import ConfigError, LoupeError
 from engine.export import export_onnx, export_torchscript, read_sidecar, require_onnx
@@ -49,6 +50,25 @@ def test_sidecar_carries_classes_and_preprocessing(tmp_path, predictor):
     assert sidecar["output"]["activation"] == "softmax"
     assert sidecar["parity"] == {"max_abs_diff": result.max_abs_diff, "images": 2}
     assert not list(tmp_path.glob(".model.onnx.*"))  # no temp files left behind
+
+
+def test_a_squish_model_exports_its_method_and_a_recipe_anyone_can_follow(tmp_path):
+    predictor = Predictor.from_file(make_bundle(tmp_path / "s.loupe", size=32, resize="squish"))
+    image = save_noise(tmp_path / "wide.png", size=(90, 40))
+    result = export_onnx(predictor, tmp_path / "s.onnx", check_images=[image])
+    assert result.parity_ok
+    sidecar = read_sidecar(result.sidecar)
+    assert sidecar["input"]["resize"] == sidecar["preprocessing"]["resize"] == "squish"
+    assert "resize the whole image to 32×32 px ignoring its aspect ratio" in (
+        sidecar["input"]["recipe"]
+    )
+    # Follow the recipe with nothing but Pillow and numpy, as a user elsewhere would.
+    with Image.open(image) as img:
+        squished = img.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+    pixels = np.asarray(squished, dtype=np.float32) / 255
+    mean, std = (np.array(sidecar["preprocessing"][k], dtype=np.float32) for k in ("mean", "std"))
+    x = ((pixels - mean) / std).transpose(2, 0, 1)
+    assert np.abs(x - predictor.prepare(image).tensor.numpy()).max() < 1e-5
 
 
 def test_multi_label_sidecar_has_thresholds(tmp_path):

@@ -19,6 +19,7 @@ def _meta_model(name: str, num_classes: int = 1000) -> torch.nn.Module:
 
 def test_curated_list_is_the_one_the_issue_names():
     assert CURATED == [
+        "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "convnext_tiny",
         "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
         "mobilenetv3_large_100", "regnety_016", "vit_small_patch16_224",
@@ -184,6 +185,8 @@ def test_vit_tokens_fold_back_into_a_map():
 
 def test_describe_architectures_reports_weights_status():
     rows = models.describe_architectures()
-    assert [r["name"] for r in rows] == CURATED
-    assert rows[0]["weights"] == "not found"  # the test's caches are empty
-    assert rows[7]["input_size"] == 240
+    assert [r["name"] for r in rows] == CURATED  # the installed lite weights lead already
+    assert [r["pretrained"] for r in rows[:4]] == [True, True, True, False]
+    assert rows[0]["weights"].startswith("found: installed package efficientnet-lite0")
+    assert rows[3]["weights"] == "not found"  # the test's caches are empty
+    assert rows[10]["input_size"] == 240

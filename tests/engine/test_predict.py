@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 from PIL import Image
 
+from engine.cache import ImageCache, presize_for
 from engine.errors import CancelledError, ConfigError, DatasetError
 from engine.events import CancelToken, Progress
 from engine.predict import Predictor
+from engine.training.batches import BatchLoader
+from engine.transforms import Preprocessing, normalize
+from tests.engine.cache_items import Item, item_for
 from tests.engine.predict_helpers import (
     BiasNet,
     make_bundle,
@@ -178,3 +183,42 @@ def test_cancel_stops_batched_prediction(tmp_path):
 def test_invalid_topk_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="top-k"):
         predictor_for(BiasNet(LOGITS), CLASSES).predict(save_noise(tmp_path / "x.png"), topk=0)
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    item: Item
+
+
+@pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
+def test_a_bundle_predicts_with_its_own_resize_method_exactly_as_validation(tmp_path, resize):
+    """Prediction from a saved bundle == the validation batch training computed, per method."""
+    bundle = make_bundle(tmp_path / "m.loupe", size=32, resize=resize)
+    images = [save_noise(tmp_path / "wide.png", size=(97, 50), seed=1),
+              save_noise(tmp_path / "tall.png", size=(40, 90), seed=2)]
+    predictor = Predictor.from_file(bundle, warm_up=False)
+    pre = predictor.preprocessing
+    assert pre.resize == resize
+    # the validation side, built as engine.training.session.Session builds it
+    cache = ImageCache(presize_for(32, resize), disk_dir=tmp_path / "spill", resize=resize)
+    loader = BatchLoader(cache.get, [_Labelled(item_for(p)) for p in images], torch.zeros(2),
+                         batch_size=2, train=False, resize=resize)
+    with loader.epoch(0, 32) as batches:
+        ((xb, _, _),) = list(batches)
+    got = torch.stack([predictor.prepare(p).tensor for p in images])
+    assert got.shape == (2, 3, 32, 32)
+    assert torch.equal(got, normalize(xb, pre.mean, pre.std))
+
+
+def test_crop_box_tells_the_overlay_where_the_model_input_lies():
+    def box(resize: str) -> tuple[float, ...]:
+        pre = Preprocessing.for_size(32, resize=resize)
+        return predictor_for(BiasNet(LOGITS), CLASSES, preprocessing=pre).crop_box_for((60, 30))
+
+    # crop: short side 30 -> 37, so the 32 px crop is 32/74 of the width, 32/37 of the height
+    assert box("crop") == pytest.approx(
+        ((1 - 32 / 74) / 2, (1 - 32 / 37) / 2, (1 + 32 / 74) / 2, (1 + 32 / 37) / 2)
+    )
+    assert box("squish") == (0.0, 0.0, 1.0, 1.0)
+    # pad: 60×30 fits as 32×16 with 8 px of padding above and below (half the image height)
+    assert box("pad") == pytest.approx((0.0, -0.5, 1.0, 1.5))

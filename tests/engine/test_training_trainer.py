@@ -329,9 +329,12 @@ def test_non_finite_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(
 # -- fastai semantics -------------------------------------------------------------------------
 
 
-def test_fine_tune_freezes_the_body_but_trains_batchnorm_then_unfreezes(
+def test_fine_tune_fits_the_head_on_the_frozen_body_then_unfreezes(
     folder, tmp_path, monkeypatch
 ):
+    """The frozen phase is a linear probe: the body (weights and BatchNorm statistics)
+    is untouched, no SGD step runs, and the head is fitted to the frozen features; the
+    unfrozen phase then trains the body with BatchNorm keeping its pretrained statistics."""
     from safetensors.torch import save_file
 
     from engine.models import create_model
@@ -341,32 +344,44 @@ def test_fine_tune_freezes_the_body_but_trains_batchnorm_then_unfreezes(
     weights = tmp_path / "resnet18-fake.safetensors"
     save_file({k: v.contiguous() for k, v in pretrained.items()}, str(weights))
     prepared = _prepared(folder)
-    per_epoch = len(prepared.plan.train) // 8
     cancel = CancelToken()
-    _counting_step(monkeypatch, lambda n, x: cancel.cancel() if n == per_epoch + 1 else None)
+    calls = _counting_step(monkeypatch, lambda n, x: cancel.cancel() if n == 1 else None)
     events = _Recorder()
     config = _config(pretrained=str(weights), freeze_epochs=1, epochs=1, lr=1e-2)
     with pytest.raises(CancelledError):
         train(prepared, config, on_event=events, cancel=cancel)
+    assert len(calls) == 1  # the frozen epoch ran no SGD step; the unfrozen one was stopped
     info = events.of(Started, "train")[0].info
     assert info["pretrained"] == f"file {weights}" and info["epochs"] == 2
     assert not [w for w in events.of(WarningEvent) if w.code == "random-init"]
-    assert events.of(EpochEnded)[0].phase == "frozen"
+    frozen = events.of(EpochEnded)[0]
+    assert frozen.phase == "frozen"
+    assert frozen.metrics["train_loss"] < 0.3  # two colours: separable on frozen features
+    assert frozen.metrics["error_rate"] == 0.0
     run_dir = Path(info["run_dir"])
     after_frozen, optim, _ = load_checkpoint(run_dir)
-    assert torch.equal(after_frozen["conv1.weight"], pretrained["conv1.weight"])
-    assert torch.equal(after_frozen["layer4.1.conv2.weight"], pretrained["layer4.1.conv2.weight"])
-    assert not torch.equal(after_frozen["bn1.weight"], pretrained["bn1.weight"])
-    assert not torch.equal(after_frozen["bn1.running_mean"], pretrained["bn1.running_mean"])
+    for key in ("conv1.weight", "layer4.1.conv2.weight", "bn1.weight", "bn1.running_mean"):
+        assert torch.equal(after_frozen[key], pretrained[key]), key
+    assert after_frozen["fc.weight"].abs().sum() > 0  # fitted (it starts at zero)
 
     monkeypatch.setattr(loop_module, "train_step", _REAL_STEP)
     finished = resume(run_dir)
     assert [r["phase"] for r in finished.history] == ["frozen", "unfrozen"]
     final, optim, _ = load_checkpoint(run_dir)
     assert not torch.equal(final["conv1.weight"], pretrained["conv1.weight"])
+    assert not torch.equal(final["bn1.weight"], pretrained["bn1.weight"])  # scale trains
+    assert torch.equal(final["bn1.running_mean"], pretrained["bn1.running_mean"])
     # discriminative rates: slice(lr/2/100, lr/2) over the three layer groups
     peaks = [g["max_lr"] for g in optim["param_groups"]]
     assert peaks == pytest.approx([5e-5, 5e-4, 5e-3])
+
+
+def test_from_scratch_batchnorm_still_learns_its_statistics(folder):
+    prepared = _prepared(folder)
+    result = train(prepared, _config(pretrained="none", epochs=1))
+    model_state, _optim, _ = load_checkpoint(result.run_dir)
+    assert not torch.equal(model_state["bn1.running_mean"], torch.zeros_like(
+        model_state["bn1.running_mean"]))
 
 
 # -- offline ----------------------------------------------------------------------------------

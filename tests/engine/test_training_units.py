@@ -3,6 +3,7 @@ batch loader and checkpoint flattening. Pure tensors, no data layer, no model fi
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ from engine.errors import ConfigError
 from engine.training import TrainConfig
 from engine.training import metrics as M
 from engine.training.augment import Augment
-from engine.training.batches import BatchLoader, random_crop_box
+from engine.training.batches import (
+    SQUARE_MIN_SCALE,
+    BatchLoader,
+    random_crop_box,
+    random_square_box,
+    train_crop,
+)
 from engine.training.lr_find import steepest, suggest, valley
 from engine.training.runs import flatten_optimizer, unflatten_optimizer
 from engine.training.schedule import Cycle, discriminative_lrs, one_cycle
@@ -121,6 +128,40 @@ def test_config_round_trips_and_rejects_bad_values():
         TrainConfig(out="model.pkl")
 
 
+def test_resize_defaults_to_one_constant_and_rejects_unknown_methods():
+    from engine.resize import DEFAULT_RESIZE, RESIZE_METHODS
+
+    assert RESIZE_METHODS == ("crop", "squish", "pad")
+    assert TrainConfig().resize == DEFAULT_RESIZE == "squish"
+    assert TrainConfig.loads(TrainConfig(resize="pad").dumps()).resize == "pad"
+    with pytest.raises(ConfigError, match="'stretch' is not one of: crop, squish, pad"):
+        TrainConfig(resize="stretch")
+
+
+def test_a_config_saved_before_resize_existed_loads_as_crop(tmp_path):
+    """Old runs trained with crop: resuming them must not switch to the new default."""
+    from engine.training.builders import load_run_config
+
+    old = {k: v for k, v in TrainConfig(arch="resnet18").to_json().items() if k != "resize"}
+    assert TrainConfig.from_json(old).resize == "crop"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_run_config(tmp_path).resize == "crop"
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_cli_resize_flag_reaches_the_config(command):
+    from engine.cli import build_parser
+    from engine.cli.train_cmd import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args([command, "ROOT"])).resize == "squish"
+    for method in ("crop", "squish", "pad"):
+        args = parser.parse_args([command, "ROOT", "--resize", method])
+        assert config_from_args(args).resize == method
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "ROOT", "--resize", "stretch"])
+
+
 # -- augmentation -------------------------------------------------------------------------
 
 
@@ -181,6 +222,42 @@ def test_crop_box_stays_inside_the_image():
     for _ in range(200):
         top, left, h, w = random_crop_box(rng, 37, 50)
         assert 0 <= top and top + h <= 37 and 0 <= left and left + w <= 50
+
+
+def test_square_training_crops_zoom_gently_and_stay_inside():
+    rng = random.Random(0)
+    sides = []
+    for _ in range(200):
+        top, left, h, w = random_square_box(rng, 40, 40)
+        assert h == w and 0 <= top <= 40 - h and 0 <= left <= 40 - w
+        sides.append(h)
+    assert min(sides) >= math.floor(40 * math.sqrt(SQUARE_MIN_SCALE)) and max(sides) == 40
+    assert len(set(sides)) > 3, "the zoom is random"
+
+
+def test_squish_training_crops_keep_both_edges_that_crop_would_cut():
+    """A squished square with coloured left/right edges: every training crop keeps both."""
+    u8 = torch.full((3, 32, 32), 255, dtype=torch.uint8)
+    u8[1:, :, :8] = 0  # left quarter red
+    u8[:2, :, -8:] = 0  # right quarter blue
+    rng = random.Random(1)
+    for _ in range(50):
+        x = train_crop(u8, 16, rng, "squish")
+        assert x.shape == (3, 16, 16)
+        assert int(x[0, :, 0].min()) > 200 and int(x[2, :, 0].max()) < 60  # red at the left
+        assert int(x[2, :, -1].min()) > 200 and int(x[0, :, -1].max()) < 60  # blue at the right
+    crops = [train_crop(u8, 16, rng, "crop") for _ in range(50)]
+    assert any(int(c[1, :, 0].min()) > 200 for c in crops), "crop's zoom can lose an edge"
+
+
+def test_eval_batches_of_a_square_cache_are_the_whole_square():
+    images = {i: torch.full((3, 24, 24), i, dtype=torch.uint8) for i in range(4)}
+    images[0][:, :, 0] = 200  # a marked left column survives only if nothing is cut off
+    loader = BatchLoader(images.__getitem__, [_Item(i) for i in range(4)], torch.arange(4),
+                         batch_size=4, train=False, resize="pad")
+    with loader.epoch(0, 24) as batches:
+        ((x, _, _),) = list(batches)
+    assert torch.equal(x[0], images[0].float() / 255)
 
 
 def test_closing_an_epoch_early_stops_the_producer_thread():

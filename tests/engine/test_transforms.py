@@ -11,6 +11,7 @@ from PIL import Image
 
 from engine.cache import ImageCache, presize_for
 from engine.errors import ConfigError, DatasetError
+from engine.imageio import load_rgb
 from engine.stats import IMAGENET_MEAN, IMAGENET_STD, MIN_STD, compute_mean_std
 from engine.transforms import (
     Preprocessing,
@@ -171,3 +172,119 @@ def test_mean_std_sample_is_deterministic_and_order_free(tmp_path):
 def test_mean_std_of_nothing_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="no images"):
         compute_mean_std(ImageCache(presize=10, disk_dir=tmp_path), [])
+
+
+# -- resize methods (crop, squish, pad) -----------------------------------------------------
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+
+
+def edged(path: Path) -> Path:
+    """60×30: a red left quarter, a blue right quarter, white between (the edges matter)."""
+    img = Image.new("RGB", (60, 30), WHITE)
+    img.paste(RED, (0, 0, 15, 30))
+    img.paste(BLUE, (45, 0, 60, 30))
+    img.save(path)
+    return path
+
+
+def _view(path: Path, resize: str, size: int = 16) -> torch.Tensor:
+    pre = Preprocessing.for_size(size, resize=resize)
+    return eval_tensor_from_path(path, pre.size, pre.presize, resize=resize)
+
+
+def _is_colour(pixels: torch.Tensor, rgb: tuple[int, int, int]) -> bool:
+    """Every pixel of a 3×… tensor within 0.1 of ``rgb``."""
+    want = torch.tensor(rgb, dtype=torch.float32).div(255).view(3, *[1] * (pixels.ndim - 1))
+    return bool((pixels - want).abs().max() < 0.1)
+
+
+def test_crop_loses_the_edges_of_a_wide_image(tmp_path):
+    x = _view(edged(tmp_path / "e.png"), "crop")
+    assert x.shape == (3, 16, 16)
+    assert _is_colour(x, WHITE), "the center crop of this image is all white"
+
+
+def test_squish_keeps_both_edges_and_fills_the_square(tmp_path):
+    x = _view(edged(tmp_path / "e.png"), "squish")
+    assert x.shape == (3, 16, 16)
+    assert _is_colour(x[:, :, :3], RED) and _is_colour(x[:, :, -3:], BLUE)
+    assert _is_colour(x[:, :, 6:10], WHITE)
+
+
+def test_pad_keeps_both_edges_inside_a_constant_black_border(tmp_path):
+    x = _view(edged(tmp_path / "e.png"), "pad")
+    assert x.shape == (3, 16, 16)
+    # 60×30 fits as 16×8, centred: rows 0-3 and 12-15 are padding, exactly zero
+    assert float(x[:, :4].abs().max()) == 0.0 and float(x[:, 12:].abs().max()) == 0.0
+    assert _is_colour(x[:, 5:11, :3], RED) and _is_colour(x[:, 5:11, -3:], BLUE)
+
+
+def test_pad_border_is_left_and_right_for_a_tall_image(tmp_path):
+    path = tmp_path / "tall.png"
+    Image.new("RGB", (10, 40), WHITE).save(path)
+    x = _view(path, "pad")
+    assert float(x[:, :, :6].max()) == 0.0 and float(x[:, :, 10:].max()) == 0.0
+    assert _is_colour(x[:, :, 7:9], WHITE)
+
+
+def test_squish_and_pad_cache_the_input_square_crop_a_larger_short_side():
+    assert Preprocessing.for_size(16, resize="crop").presize == presize_for(16) == 19
+    for method in ("squish", "pad"):
+        assert Preprocessing.for_size(16, resize=method).presize == 16
+        assert presize_for(16, method) == 16
+
+
+@pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
+def test_every_method_is_the_same_from_the_cache_and_from_a_file(tmp_path, varied_files, resize):
+    """Validation (cache) and prediction (file, loaded image) agree exactly for each method."""
+    pre = Preprocessing.for_size(24, resize=resize)
+    cache = ImageCache(pre.presize, ram_budget_bytes=0, disk_dir=tmp_path / "spill",
+                       resize=resize)
+    for path in varied_files:
+        cache.get(item_for(path))  # decode, spill: the second get reads the spill file
+        from_cache = pre.eval_input_from_cached(cache.get(item_for(path)))
+        assert from_cache.shape == (3, 24, 24)
+        assert torch.equal(pre.eval_input_from_path(path), from_cache), path.name
+        image = load_rgb(path, min_short_side=pre.presize)  # what Predictor.prepare does
+        from_image = eval_tensor_from_image(image, 24, pre.presize, resize)
+        assert torch.equal(normalize(from_image, pre.mean, pre.std), from_cache), path.name
+
+
+def test_square_methods_reject_a_crop_cache_entry():
+    with pytest.raises(ConfigError, match="squish image must be square"):
+        eval_tensor_from_cached(torch.zeros(3, 10, 12, dtype=torch.uint8), 8, "squish")
+
+
+def test_square_view_is_resized_for_a_smaller_progressive_size():
+    u8 = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    u8[0, :, :8] = 255  # left half red
+    x = eval_tensor_from_cached(u8, 8, "squish")
+    assert x.shape == (3, 8, 8)
+    assert _is_colour(x[:, :, :3], RED) and _is_colour(x[:, :, -3:], (0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("resize", "words"),
+    [("crop", "center-crop 32×32"), ("squish", "ignoring its aspect ratio"),
+     ("pad", "pad to 32×32 with the constant colour RGB(0, 0, 0)")],
+)
+def test_preprocessing_json_round_trip_keeps_the_resize_method(resize, words):
+    pre = Preprocessing.for_size(32, resize=resize)
+    data = json.loads(json.dumps(pre.to_json()))
+    assert data["resize"] == resize
+    assert Preprocessing.from_json(data) == pre
+    assert words in pre.recipe()
+
+
+def test_preprocessing_without_a_resize_field_is_an_old_crop_bundle():
+    old = {"size": 32, "presize": 37, "interpolation": "bilinear",
+           "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    assert Preprocessing.from_json(old).resize == "crop"
+
+
+def test_preprocessing_rejects_an_unknown_resize_method_naming_the_choices():
+    with pytest.raises(ConfigError, match="'stretch' is not one of: crop, squish, pad"):
+        Preprocessing(size=8, presize=8, resize="stretch")
+    with pytest.raises(ConfigError, match="'fit'.*crop, squish, pad"):
+        Preprocessing.from_json({**Preprocessing.for_size(8).to_json(), "resize": "fit"})

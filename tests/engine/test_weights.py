@@ -18,7 +18,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from engine import models, weights
+from engine import models, weights, weights_download
 from engine.errors import WeightsError
 
 
@@ -215,7 +215,7 @@ def blocked_network(monkeypatch):
 
 def test_download_in_offline_mode_fails_clearly_without_a_socket(blocked_network):
     with pytest.raises(WeightsError) as err:
-        weights.download_weights("resnet18")
+        weights_download.download_weights("resnet18")
     message = str(err.value)
     assert "could not download timm/resnet18.a1_in1k" in message
     assert "loupe weights import FILE --arch NAME" in message
@@ -225,7 +225,7 @@ def test_download_in_offline_mode_fails_clearly_without_a_socket(blocked_network
 def test_download_without_network_fails_fast_and_clearly(monkeypatch, blocked_network):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     with pytest.raises(WeightsError) as err:
-        weights.download_weights("resnet18")
+        weights_download.download_weights("resnet18")
     message = str(err.value)
     assert "could not download timm/resnet18.a1_in1k: no network" in message
     assert "import a file instead with `loupe weights import FILE --arch NAME`" in message
@@ -264,7 +264,7 @@ def test_download_progress_reports_bytes_and_honours_cancel():
 
     events: list = []
     cancel = CancelToken()
-    bar = weights._progress_class(events.append, cancel)(total=1000, unit="B")
+    bar = weights_download._progress_class(events.append, cancel)(total=1000, unit="B")
     bar.update(400)
     bar.update(600)
     assert events == [Progress("download", 400, 1000, message="bytes"),
