@@ -122,7 +122,7 @@ def _show_without_qt(text: str) -> None:
 
 def setup_logging() -> Path:
     """Log to ``<log dir>/loupe.log`` (rotated), which the excepthook also writes to."""
-    from engine import paths
+    from loupe.engine.core import paths
 
     log_file = paths.log_dir() / "loupe.log"
     root = logging.getLogger()
@@ -168,7 +168,7 @@ def _exception_dialog(exc: BaseException, details: str) -> None:
     app = QApplication.instance()
     if app is None or QThread.currentThread() is not app.thread():
         return
-    from engine import paths
+    from loupe.engine.core import paths
 
     box = QMessageBox(QMessageBox.Icon.Critical, "Loupe: unexpected error", str(exc) or repr(exc))
     box.setInformativeText(
@@ -180,7 +180,7 @@ def _exception_dialog(exc: BaseException, details: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from engine import __version__
+    from loupe.engine import __version__
 
     parser = argparse.ArgumentParser(
         prog="loupe-desktop", description="Loupe: train and inspect image classifiers."
@@ -221,8 +221,8 @@ def create_application(argv: Sequence[str]):  # -> QApplication
     from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
-    from desktop.theme import apply_theme
-    from engine.resources import icon_path
+    from loupe.desktop.theme import apply_theme
+    from loupe.engine.core.resources import icon_path
 
     existing = QApplication.instance()
     if existing is not None:
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loupe-desktop`` gui-script."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.install_launcher:
-        from desktop.launcher import install_launcher
+        from loupe.desktop.launcher import install_launcher
 
         for path in install_launcher():
             if sys.stdout is not None:  # None under pythonw (Windows gui-scripts)
@@ -264,8 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     install_excepthook()
     app = create_application(sys.argv[:1])
-    from desktop.context import AppContext
-    from desktop.main_window import MainWindow
+    from loupe.desktop.context import AppContext
+    from loupe.desktop.main_window import MainWindow
 
     context = AppContext()
     window = MainWindow(context)

@@ -15,8 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop.workers import EngineWorker, WorkerRunner
-from engine.errors import DatasetError, LoupeError
+from loupe.desktop.workers import EngineWorker, WorkerRunner
+from loupe.engine.core.errors import DatasetError, LoupeError
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ SAMPLE_LABEL_SPEC = "upper:animal,food"
 class DataState:
     """What the Data page shows: each stage's result so far, and why the next failed."""
 
-    scan: Any = None  # engine.scan.ScanResult
-    labelling: Any = None  # engine.labels.Labelling
-    plan: Any = None  # engine.splits.SplitPlan
+    scan: Any = None  # loupe.engine.data.scan.ScanResult
+    labelling: Any = None  # loupe.engine.data.labels.Labelling
+    plan: Any = None  # loupe.engine.data.splits.SplitPlan
     error: str = ""
-    prepared: Any = None  # engine.dataset.PreparedData, when train/valid are usable
+    prepared: Any = None  # loupe.engine.data.dataset.PreparedData, when train/valid are usable
 
 
 def label_and_split(
@@ -41,9 +41,9 @@ def label_and_split(
 ) -> DataState:
     """Label and split an existing scan; a rule or split that fails is reported in the
     state (the page shows it next to the editor) instead of raised."""
-    from engine.dataset import PreparedData
-    from engine.labels import apply_label_rule
-    from engine.splits import make_split
+    from loupe.engine.data.dataset import PreparedData
+    from loupe.engine.data.labels import apply_label_rule
+    from loupe.engine.data.splits import make_split
 
     labelling = apply_label_rule(scan, spec.label, spec.overrides)
     if not labelling.labelled:
@@ -58,7 +58,7 @@ def label_and_split(
 
 def scan_and_prepare(spec: Any, *, on_event: Any, cancel: Any) -> DataState:
     """Scan the folder (progress, cancel), then :func:`label_and_split`."""
-    from engine.scan import scan_folder
+    from loupe.engine.data.scan import scan_folder
 
     root = Path(spec.root)
     if not root.is_dir():
@@ -104,10 +104,10 @@ class AppContext(QObject):
     def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.runner = runner or WorkerRunner(self)
-        self.project: Any = None  # engine.project.Project
-        self.prepared: Any = None  # engine.dataset.PreparedData
+        self.project: Any = None  # loupe.engine.data.project.Project
+        self.prepared: Any = None  # loupe.engine.data.dataset.PreparedData
         self.model_path: Path | None = None
-        self.predictor: Any = None  # engine.predict.Predictor
+        self.predictor: Any = None  # loupe.engine.inference.predict.Predictor
         self.training_running = False
         self.engine_ready = False
         self.data = DataState()
@@ -123,9 +123,9 @@ class AppContext(QObject):
         ``label_spec`` applies only to a folder without a saved project (the sample's
         preconfigured rule). A damaged project file gives defaults and a warning.
         """
-        from engine.labels import parse_label_rule
-        from engine.project import load_project, project_file
-        from engine.resources import sample_dir
+        from loupe.engine.core.resources import sample_dir
+        from loupe.engine.data.labels import parse_label_rule
+        from loupe.engine.data.project import load_project, project_file
 
         root = Path(path).expanduser().absolute()
         if label_spec is None and root.resolve() == sample_dir().resolve():
@@ -152,7 +152,7 @@ class AppContext(QObject):
 
     def open_sample(self) -> EngineWorker:
         """The bundled sample with lesson 1's rule: upper-case first letter = animal."""
-        from engine.resources import sample_dir
+        from loupe.engine.core.resources import sample_dir
 
         return self.open_folder(sample_dir(), label_spec=SAMPLE_LABEL_SPEC)
 
@@ -225,7 +225,7 @@ class AppContext(QObject):
     # Models -------------------------------------------------------------------------
     def set_model(self, path: Path | str) -> EngineWorker:
         """Load a model bundle in a worker; ``modelChanged`` once it is ready."""
-        from engine.predict import Predictor
+        from loupe.engine.inference.predict import Predictor
 
         path = Path(path)
         worker = self.runner.start(Predictor.from_file, path, events=False, name="load-model")
@@ -259,12 +259,12 @@ class AppContext(QObject):
 
     # Recent projects (kept by the engine, shared with the CLI) ---------------------
     def recent_folders(self) -> list[Path]:
-        from engine.project import recent_projects
+        from loupe.engine.data.project import recent_projects
 
         return recent_projects()
 
     def forget_folder(self, root: Path) -> None:
-        from engine.project import forget_recent
+        from loupe.engine.data.project import forget_recent
 
         forget_recent(root)
         self.recentChanged.emit()

@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.atomic import atomic_write_bytes, atomic_write_text
-from engine.resources import icon_path
+from loupe.engine.core.atomic import atomic_write_bytes, atomic_write_text
+from loupe.engine.core.resources import icon_path
 
 APP_ID = "loupe"
 APP_NAME = "Loupe"
@@ -42,8 +42,8 @@ def _launch_command() -> list[str]:
     script = gui_script()
     if script.exists():
         return [str(script)]
-    # A source checkout run without `pip install`: start the module directly.
-    return [str(Path(sys.executable).absolute()), "-m", "desktop.app"]
+    # No gui-script next to the interpreter (an install without scripts): run the module.
+    return [str(Path(sys.executable).absolute()), "-m", "loupe.desktop.app"]
 
 
 def _desktop_quote(arg: str) -> str:
@@ -125,7 +125,7 @@ def install_windows() -> list[Path]:
     """A Start-menu shortcut (``%APPDATA%/Microsoft/Windows/Start Menu/Programs``)."""
     from PIL import Image
 
-    from engine import paths
+    from loupe.engine.core import paths
 
     programs = Path(os.environ["APPDATA"]) / "Microsoft" / "Windows" / "Start Menu" / "Programs"
     programs.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def install_windows() -> list[Path]:
 
 
 def info_plist(executable: str) -> str:
-    from engine import __version__
+    from loupe.engine import __version__
 
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">

@@ -1,7 +1,7 @@
 """The main window: assembles the pages, menus, shortcuts, status bar and drop routing.
 
 It holds no workflow logic: pages do their own work through the shared
-:class:`~desktop.context.AppContext`. What lives here is what belongs to the whole window:
+:class:`~loupe.desktop.context.AppContext`. What lives here is what belongs to the whole window:
 where a drop goes, what closing means while training runs, and window state in QSettings.
 """
 
@@ -29,14 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext
-from desktop.pages.data_page import DataPage
-from desktop.pages.models_page import ModelsPage
-from desktop.pages.predict_page import PredictPage
-from desktop.pages.results_page import ResultsPage
-from desktop.pages.start_page import StartPage
-from desktop.pages.train_page import TrainPage
-from desktop.routing import classify_paths, local_paths
+from loupe.desktop.context import AppContext
+from loupe.desktop.pages.data_page import DataPage
+from loupe.desktop.pages.models_page import ModelsPage
+from loupe.desktop.pages.predict_page import PredictPage
+from loupe.desktop.pages.results_page import ResultsPage
+from loupe.desktop.pages.start_page import StartPage
+from loupe.desktop.pages.train_page import TrainPage
+from loupe.desktop.routing import classify_paths, local_paths
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _warm_up() -> dict[str, str]:
     Runs after the first paint, so the window appears before torch is loaded and later
     imports on the GUI thread are instant.
     """
-    from engine.training.device import resolve_device
+    from loupe.engine.core.device import resolve_device
 
     info = resolve_device("auto")
     return {"kind": info.kind, "name": info.name}
@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
     def _predict_pasted_image(self, image: Any) -> None:
         import time
 
-        from engine import paths
+        from loupe.engine.core import paths
 
         target = paths.cache_dir() / "pasted" / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +316,7 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.data_page)
 
     def _about(self) -> None:
-        from engine import __version__
+        from loupe.engine import __version__
 
         QMessageBox.about(
             self,

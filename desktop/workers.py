@@ -1,7 +1,7 @@
 """The one place that turns engine calls into background work.
 
 An engine function is plain Python: it takes ``on_event`` and ``cancel`` and knows nothing
-about Qt (see engine/events.py). :class:`EngineWorker` runs it inside a ``QThread`` and
+about Qt (see engine/core/events.py). :class:`EngineWorker` runs it inside a ``QThread`` and
 turns what happens into signals that the GUI thread receives through queued connections,
 so widgets are only ever touched in slots on the GUI thread.
 
@@ -16,7 +16,7 @@ What the signals carry:
   (a training loop can report thousands of batches; the GUI needs ten updates a second);
 - the return value becomes ``finished(object)``;
 - any exception becomes ``errored(object)`` instead of a thread that dies silently;
-- :class:`engine.errors.CancelledError` becomes ``cancelled()``.
+- :class:`loupe.engine.core.errors.CancelledError` becomes ``cancelled()``.
 
 Cancellation is cooperative (superqt/labelme pattern): :meth:`EngineWorker.cancel` sets the
 engine's ``CancelToken``, which the engine checks per item or batch. Threads are never
@@ -32,8 +32,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from engine.errors import CancelledError
-from engine.events import CancelToken, Event, ThrottledCallback
+from loupe.engine.core.errors import CancelledError
+from loupe.engine.core.events import CancelToken, Event, ThrottledCallback
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def wait_until(app, predicate: Callable[[], bool], timeout: float, what: str) ->
 
 def settle(app, window, seconds: float = 0.6, *, idle: bool = True) -> None:
     """Let workers (unless ``idle`` is False), thumbnail loads and redraws finish."""
-    from desktop.widgets.image_grid import thumbnail_pool
+    from loupe.desktop.widgets.image_grid import thumbnail_pool
 
     if idle:
         wait_until(app, lambda: not window.context.runner.active(), 600, "background work")
@@ -84,10 +84,10 @@ def shoot_imagenet(app, window, out: Path) -> None:
 
 
 def run(out: Path, epochs: int, size: int, only: str = "") -> None:
-    from desktop.app import create_application
-    from desktop.context import AppContext
-    from desktop.main_window import MainWindow
-    from engine.resources import sample_dir
+    from loupe.desktop.app import create_application
+    from loupe.desktop.context import AppContext
+    from loupe.desktop.main_window import MainWindow
+    from loupe.engine.core.resources import sample_dir
 
     app = create_application([sys.argv[0]])
     context = AppContext()
@@ -170,7 +170,7 @@ def run(out: Path, epochs: int, size: int, only: str = "") -> None:
     window.tabs.setCurrentWidget(window.models_page)
     shoot(app, window, out, "models")
 
-    from desktop.theme import dark_palette
+    from loupe.desktop.theme import dark_palette
 
     app.setPalette(dark_palette())
     window.tabs.setCurrentWidget(window.data_page)

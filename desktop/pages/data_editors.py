@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.labels import LabelRule
-from engine.splits import SplitRule
+from loupe.engine.data.labels import LabelRule
+from loupe.engine.data.splits import SplitRule
 
 LABEL_KINDS = (
     ("parent", "Parent folder name"),

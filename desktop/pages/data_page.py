@@ -33,9 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext
-from desktop.pages.data_editors import LabelRuleEditor, SplitEditor
-from desktop.pages.data_views import (
+from loupe.desktop.context import AppContext
+from loupe.desktop.pages.data_editors import LabelRuleEditor, SplitEditor
+from loupe.desktop.pages.data_views import (
     SET_NAMES,
     CountsChart,
     PreviewFilter,
@@ -43,11 +43,11 @@ from desktop.pages.data_views import (
     RejectedModel,
     sample_items,
 )
-from desktop.widgets.drop_zone import DropZone
-from desktop.widgets.image_grid import ImageGrid
-from desktop.workers import EngineWorker
-from engine.errors import LoupeError
-from engine.events import Progress
+from loupe.desktop.widgets.drop_zone import DropZone
+from loupe.desktop.widgets.image_grid import ImageGrid
+from loupe.desktop.workers import EngineWorker
+from loupe.engine.core.errors import LoupeError
+from loupe.engine.core.events import Progress
 
 DEBOUNCE_MS = 300
 

@@ -18,8 +18,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import QWidget
 
-from desktop.widgets.image_grid import GridItem
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.widgets.image_grid import GridItem
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 _Index = QModelIndex | QPersistentModelIndex
 SET_NAMES = ("train", "valid", "test")
@@ -70,7 +70,7 @@ class PreviewModel(_RowsModel):
         self._brush = QBrush()  # rows are (rel, label, set or reason, unmatched)
 
     def set_data(self, labelling: Any, plan: Any, palette: QPalette) -> None:
-        """Rows from an ``engine.labels.Labelling`` and (if the split worked) its plan."""
+        """Rows from an ``engine.data.labels.Labelling`` and (if the split worked) its plan."""
         self.beginResetModel()
         self._brush = _warning_brush(palette)
         where: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """The Models page's non-widget half: reading runs, copying bundles, exporting, plotting.
 
 Each function that touches files or the model is a worker body (it takes ``on_event``
-and ``cancel`` because desktop.workers passes them), so the page only wires results to
+and ``cancel`` because loupe.desktop.workers passes them), so the page only wires results to
 widgets.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 ONNX_INSTALL_HINT = (
     "ONNX export needs the optional packages 'onnx' and 'onnxruntime'.\n\n"
@@ -62,9 +62,9 @@ class RunSummary:
 
 def load_run_summaries(*, on_event=None, cancel=None) -> list[RunSummary]:  # noqa: ANN001
     """Every run under the user data dir, newest first (run ids start with a UTC stamp)."""
-    from engine import paths
-    from engine.errors import ConfigError
-    from engine.training import runs
+    from loupe.engine.core import paths
+    from loupe.engine.core.errors import ConfigError
+    from loupe.engine.training import runs
 
     summaries: list[RunSummary] = []
     for run_dir in sorted(paths.runs_dir().iterdir(), reverse=True):
@@ -95,8 +95,8 @@ def load_run_summaries(*, on_event=None, cancel=None) -> list[RunSummary]:  # no
 
 def copy_bundle(source: Path, target: Path, *, on_event=None, cancel=None) -> Path:  # noqa: ANN001
     """Copy a bundle atomically (temp file + rename) so the target is never half-written."""
-    from engine.atomic import atomic_write_bytes
-    from engine.errors import ModelFileError
+    from loupe.engine.core.atomic import atomic_write_bytes
+    from loupe.engine.core.errors import ModelFileError
 
     if source.resolve() == target.resolve():
         return target
@@ -111,7 +111,7 @@ def copy_bundle(source: Path, target: Path, *, on_event=None, cancel=None) -> Pa
 
 def training_summary(path: Path, *, on_event=None, cancel=None) -> str:  # noqa: ANN001
     """One line about how the bundle was trained, from its metadata (header only)."""
-    from engine.bundle import read_bundle_meta
+    from loupe.engine.models.bundle import read_bundle_meta
 
     meta = read_bundle_meta(path)
     training = meta.training
@@ -136,10 +136,11 @@ def onnx_available() -> bool:
 
 def export_with_parity(predictor: Any, target: Path, check_images: Sequence[Path] = (), *,
                        on_event=None, cancel=None) -> Any:  # noqa: ANN001
-    """Worker body: engine.export.export_onnx, checked on real validation images if any."""
-    from desktop.pages.model_use import using_model
-    from engine.events import ignore_event
-    from engine.export import export_onnx
+    """Worker body: ``engine.inference.export.export_onnx``, checked on real validation
+    images if any."""
+    from loupe.desktop.pages.model_use import using_model
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.inference.export import export_onnx
 
     with using_model(predictor, cancel):
         return export_onnx(predictor, target, check_images=tuple(check_images),

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.models_data import (
+from loupe.desktop.pages.models_data import (
     BUNDLE_FILTER,
     ONNX_INSTALL_HINT,
     RunSummary,
@@ -42,8 +42,8 @@ from desktop.pages.models_data import (
     plot_runs,
     training_summary,
 )
-from desktop.widgets.epoch_table import EpochTable
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.widgets.epoch_table import EpochTable
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 __all__ = ["ModelsPage", "RunSummary", "onnx_available"]
 

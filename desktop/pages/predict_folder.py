@@ -1,6 +1,6 @@
 """The Predict page's folder panel: batch prediction with progress, cancel and CSV.
 
-``engine.folder.predict_folder`` does the work (scan, batched prediction, CSV written
+``engine.inference.folder.predict_folder`` does the work (scan, batched prediction, CSV written
 atomically) in a worker; the CSV first goes to Loupe's cache folder, and "Save CSV…"
 writes the same rows, atomically, wherever the user chooses. The panel never writes
 into the predicted folder.
@@ -27,16 +27,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.events import Finished, Progress, Started
+from loupe.engine.core.events import Finished, Progress, Started
 
 ROW_LIMIT = 5000  # rows shown in the table; the CSV always has all of them
 
 
 def _predict_folder_locked(predictor: Any, folder: Path, csv_path: Path, *, topk: int,
                            on_event: Any, cancel: Any) -> Any:
-    """engine.folder.predict_folder, holding the model while it runs (see model_use)."""
-    from desktop.pages.model_use import using_model
-    from engine.folder import predict_folder
+    """engine.inference.folder.predict_folder, holding the model while it runs (see model_use)."""
+    from loupe.desktop.pages.model_use import using_model
+    from loupe.engine.inference.folder import predict_folder
 
     with using_model(predictor, cancel):
         return predict_folder(predictor, folder, csv_path, topk=topk, on_event=on_event,
@@ -93,7 +93,7 @@ class FolderPanel(QWidget):
     def start(self, folder: Path, *, topk: int = 3, predictor: Any = None) -> None:
         """Predict every image under ``folder`` in a worker (a running batch is cancelled);
         ``predictor`` is the Predict page's active model (default: the context's)."""
-        from engine import paths
+        from loupe.engine.core import paths
 
         if self._worker is not None:
             self._worker.cancel()
@@ -124,8 +124,8 @@ class FolderPanel(QWidget):
 
     def save_csv(self, target: Path) -> Path | None:
         """Write the finished run's CSV to ``target`` atomically."""
-        from engine.atomic import atomic_write_text
-        from engine.folder import rows_to_csv
+        from loupe.engine.core.atomic import atomic_write_text
+        from loupe.engine.inference.folder import rows_to_csv
 
         if self._result is None:
             return None
@@ -175,7 +175,7 @@ class FolderPanel(QWidget):
         self.folderFinished.emit(result)
 
     def _on_errored(self, worker: Any, exc: BaseException) -> None:
-        from desktop.context import describe_error
+        from loupe.desktop.context import describe_error
 
         if self._end(worker):
             self.title.setText("Folder prediction failed")

@@ -2,7 +2,7 @@
 
 Before anything is trained, a newcomer can see what the network Loupe starts from already
 knows: its top 5 of ImageNet's 1000 classes and where it looked, for any dropped photo.
-``engine.imagenet.imagenet_predictor`` gives an ordinary Predictor, so the page predicts
+``engine.inference.imagenet.imagenet_predictor`` gives an ordinary Predictor, so the page predicts
 with it exactly as with a trained model; this module only decides *which* predictor the
 page uses (:class:`ImageNetSwitch`) and draws the page's empty state (:class:`PredictIntro`).
 
@@ -48,7 +48,7 @@ class ImageNetSwitch(QObject):
     def __init__(self, context: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._context = context
-        self.predictor: Any = None  # engine.predict.Predictor, once loaded
+        self.predictor: Any = None  # loupe.engine.inference.predict.Predictor, once loaded
         self.active = False
         self.loading = False
         self.error = ""
@@ -56,7 +56,7 @@ class ImageNetSwitch(QObject):
 
     def request(self) -> None:
         """Use the ImageNet model: at once if loaded, else after a worker loads it."""
-        from engine.imagenet import imagenet_predictor  # cheap: torch is imported inside
+        from loupe.engine.inference.imagenet import imagenet_predictor
 
         self._wanted = True
         self.error = ""
@@ -93,7 +93,7 @@ class ImageNetSwitch(QObject):
         self.changed.emit()
 
     def _on_failed(self, exc: BaseException) -> None:
-        from desktop.context import describe_error
+        from loupe.desktop.context import describe_error
 
         self.loading = False
         self._wanted = self.active = False

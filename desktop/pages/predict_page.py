@@ -1,11 +1,11 @@
 """Predict: drop, open or paste images and see the answer and where the model looked.
 
-One worker call gives both the prediction and the activation map (``engine.cam.
+One worker call gives both the prediction and the activation map (``loupe.engine.inference.cam.
 compute_cam`` shares the forward pass), then prepares two display-sized layers: the
-image, and the image fully coloured by the map (``engine.cam.render_overlay`` at opacity
+image, and the image fully coloured by the map (``engine.inference.cam.render_overlay`` at opacity
 1, so the part the model never saw stays uncoloured). The opacity slider blends those two
 arrays; it never calls the model. A dropped folder is predicted in batches by
-``engine.folder`` with progress, cancel and "Save CSV…".
+``loupe.engine.inference.folder`` with progress, cancel and "Save CSV…".
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.predict_folder import FolderPanel
-from desktop.pages.predict_imagenet import ImageNetSwitch, PredictIntro, imagenet_toggle
-from desktop.pages.predict_work import (
+from loupe.desktop.pages.predict_folder import FolderPanel
+from loupe.desktop.pages.predict_imagenet import ImageNetSwitch, PredictIntro, imagenet_toggle
+from loupe.desktop.pages.predict_work import (
     HISTORY_LIMIT,
     IMAGE_FILTER,
     METHOD_LABELS,
@@ -41,10 +41,10 @@ from desktop.pages.predict_work import (
     qimage_to_pil,
     verdict,
 )
-from desktop.widgets.cam_viewer import CamViewer, blend
-from desktop.widgets.drop_zone import mime_is_usable, plan_for
-from desktop.widgets.image_grid import GridItem, ImageGrid
-from desktop.widgets.topk_bars import TopKBars
+from loupe.desktop.widgets.cam_viewer import CamViewer, blend
+from loupe.desktop.widgets.drop_zone import mime_is_usable, plan_for
+from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
+from loupe.desktop.widgets.topk_bars import TopKBars
 
 
 class PredictPage(QWidget):
@@ -323,7 +323,7 @@ class PredictPage(QWidget):
         self._run(source, replace=True)
 
     def _run(self, source: Any, *, replace: bool) -> None:
-        from engine.cam import DEFAULT_METHOD
+        from loupe.engine.inference.cam import DEFAULT_METHOD
 
         self._busy = True
         predictor = self.predictor()
@@ -358,7 +358,7 @@ class PredictPage(QWidget):
         self._on_done()
 
     def _on_error(self, source: Any, exc: BaseException) -> None:
-        from desktop.context import describe_error
+        from loupe.desktop.context import describe_error
 
         name = getattr(source, "name", "the image")
         self._context.errorRaised.emit(f"Cannot predict {name}", describe_error(exc))
@@ -418,8 +418,9 @@ class PredictPage(QWidget):
 
     def save_overlay(self, target: Path) -> Any:
         """Write the shown image with its map at full size and the slider's opacity
-        (``engine.cam.save_overlay``, atomic) in a worker; ``overlaySaved(Path)`` after."""
-        from engine.cam import save_overlay
+        (``engine.inference.cam.save_overlay``, atomic) in a worker; ``overlaySaved(Path)``
+        after."""
+        from loupe.engine.inference.cam import save_overlay
 
         view = self._current
         if view is None:

@@ -1,8 +1,8 @@
 """The Predict page's background half: one worker call per image, and pasted pixels.
 
 ``predict_with_cam`` gives the prediction and the activation map from one forward pass
-(``engine.cam.compute_cam``) and prepares two display-sized layers: the image, and the
-image fully coloured by the map (``engine.cam.render_overlay`` at opacity 1, so the part
+(``engine.inference.cam.compute_cam``) and prepares two display-sized layers: the image, and the
+image fully coloured by the map (``engine.inference.cam.render_overlay`` at opacity 1, so the part
 the model never saw stays uncoloured). Blending those at opacity a equals the engine's
 overlay at opacity a, which is why the slider never needs the model.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PySide6.QtGui import QImage
 
-from desktop.pages.model_use import using_model
-from desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, display_layers
+from loupe.desktop.pages.model_use import using_model
+from loupe.desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, display_layers
 
 METHOD_LABELS: tuple[tuple[str, str], ...] = (
     ("gradcam", "Grad-CAM"),
@@ -33,7 +33,7 @@ HISTORY_LIMIT = 48
 class CamView:
     """A prediction with its map, ready to show: display-sized image and coloured layer."""
 
-    result: Any  # engine.cam.CamResult
+    result: Any  # loupe.engine.inference.cam.CamResult
     base: np.ndarray
     heat: np.ndarray
     source: Path | None
@@ -61,8 +61,8 @@ def predict_with_cam(
     """Worker body: prediction + map in one forward pass, then the two display layers."""
     from PIL import Image
 
-    from engine import cam
-    from engine.imageio import load_rgb
+    from loupe.engine.data.imageio import load_rgb
+    from loupe.engine.inference import cam
 
     with using_model(predictor, cancel):
         result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
@@ -75,7 +75,7 @@ def predict_with_cam(
         original = picture = source.convert("RGB")
     base, _ = display_layers(original, None)
     # The map coloured at full strength on the display-sized image: blending this layer
-    # with the plain one at opacity a equals engine.cam's overlay at opacity a.
+    # with the plain one at opacity a equals loupe.engine.inference.cam's overlay at opacity a.
     coloured = cam.render_overlay(result, Image.fromarray(base), opacity=1.0)
     heat = np.asarray(coloured, dtype=np.uint8)
     path = Path(source) if isinstance(source, str | Path) else None

@@ -15,9 +15,9 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QLabel, QSplitter, QVBoxLayout, QWidget
 
-from desktop.pages import results_plots as plots
-from desktop.widgets.image_grid import GridItem, ImageGrid
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.pages import results_plots as plots
+from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 
 class ConfusionPanel(QWidget):

@@ -3,7 +3,7 @@ validation images that excite one channel of any convolution most.
 
 The filters are drawn from the data the analysis worker already extracted; the
 top-activating images need one pass over the validation images with a hook on the chosen
-layer (``engine.cam.top_activating``), run in a worker that holds the model.
+layer (``loupe.engine.inference.cam.top_activating``), run in a worker that holds the model.
 """
 
 from __future__ import annotations
@@ -24,19 +24,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages import results_plots as plots
-from desktop.pages.model_use import using_model
-from desktop.widgets.image_grid import GridItem, ImageGrid
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.pages import results_plots as plots
+from loupe.desktop.pages.model_use import using_model
+from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 TOP_COUNT = 9
 
 
 def top_activating_images(predictor: Any, paths: Sequence[Path], layer: str, channel: int, *,
                           on_event: Any = None, cancel: Any = None) -> list[Any]:
-    """Worker body: engine.cam.top_activating while holding the model."""
-    from engine.cam import top_activating
-    from engine.events import ignore_event
+    """Worker body: loupe.engine.inference.cam.top_activating while holding the model."""
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.inference.cam import top_activating
 
     with using_model(predictor, cancel):
         return top_activating(predictor, list(paths), layer, channel, count=TOP_COUNT,

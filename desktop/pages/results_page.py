@@ -2,7 +2,7 @@
 
 The analysis (one pass over the validation images: confusion matrix, top losses with
 activation maps, per-class precision/recall/F1, embedding map, first-layer filters) runs
-in a worker via ``engine.analysis.analyze``; it starts when the page is shown with a new
+in a worker via ``engine.evaluation.analysis.analyze``; it starts when the page is shown with a new
 model or new data, or on "Analyse". Clicking a confusion-matrix cell lists that cell's
 images with their probabilities and activation maps (another worker).
 
@@ -30,13 +30,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages import results_plots as plots
-from desktop.pages.results_confusion import ConfusionPanel
-from desktop.pages.results_filters import FiltersPanel
-from desktop.pages.results_tables import PerClassTable, TestSetPanel
-from desktop.widgets.image_grid import GridItem, ImageGrid
-from desktop.widgets.mpl_canvas import MplCanvas
-from engine.events import Progress
+from loupe.desktop.pages import results_plots as plots
+from loupe.desktop.pages.results_confusion import ConfusionPanel
+from loupe.desktop.pages.results_filters import FiltersPanel
+from loupe.desktop.pages.results_tables import PerClassTable, TestSetPanel
+from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.engine.core.events import Progress
 
 
 class ResultsPage(QWidget):
@@ -201,7 +201,7 @@ class ResultsPage(QWidget):
             self.progress.setValue(event.done)
 
     def _on_failed(self, worker: Any, exc: BaseException | None) -> None:
-        from desktop.context import describe_error
+        from loupe.desktop.context import describe_error
 
         if worker is not self._worker:
             return
@@ -326,7 +326,7 @@ class ResultsPage(QWidget):
             relabel.pop(rel, None), exclude.discard(rel)))
 
     def _edit_overrides(self, paths: list[Path], change: Any) -> int:
-        from engine.labels import Overrides
+        from loupe.engine.data.labels import Overrides
 
         project = self._context.project
         if project is None or not paths:

@@ -1,8 +1,8 @@
 """Drawing and background work for the Results page, kept apart from its layout.
 
-Worker functions here take ``on_event``/``cancel`` (desktop.workers calls them that way)
+Worker functions here take ``on_event``/``cancel`` (loupe.desktop.workers calls them that way)
 and return plain data; drawing functions take an :class:`MplCanvas` and the engine's
-analysis objects. Overlays are made by ``engine.cam.render_overlay`` on thumbnail-sized
+analysis objects. Overlays are made by ``engine.inference.cam.render_overlay`` on thumbnail-sized
 copies, so a grid of 30 activation maps costs milliseconds to show.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from desktop.pages.model_use import using_model
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.pages.model_use import using_model
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 THUMB_SIDE = 192
 CELL_LIMIT = 36  # images shown (with maps) for one confusion-matrix cell
@@ -26,7 +26,7 @@ CELL_LIMIT = 36  # images shown (with maps) for one confusion-matrix cell
 class ResultsData:
     """One analysis plus what the page shows with it (computed in a worker)."""
 
-    analysis: Any  # engine.analysis.Analysis
+    analysis: Any  # loupe.engine.evaluation.analysis.Analysis
     loss_overlays: tuple[np.ndarray | None, ...]
     filters: np.ndarray | None
     filters_error: str = ""
@@ -39,15 +39,15 @@ class CellImage:
 
     path: Path
     actual: str
-    prediction: Any  # engine.predict.Prediction
+    prediction: Any  # loupe.engine.inference.predict.Prediction
     overlay: np.ndarray
 
 
 def overlay_thumbnail(path: Path, heatmap: Any, crop_box: Any, label: str,
                       side: int = THUMB_SIDE) -> np.ndarray:
-    """The image at thumbnail size with a map blended in (engine.cam.render_overlay)."""
-    from engine.cam import CamResult, render_overlay
-    from engine.imageio import load_rgb
+    """The image at thumbnail size with a map blended in (engine.inference.cam.render_overlay)."""
+    from loupe.engine.data.imageio import load_rgb
+    from loupe.engine.inference.cam import CamResult, render_overlay
 
     image = load_rgb(path, min_short_side=side)
     image.thumbnail((side, side))
@@ -60,10 +60,12 @@ def overlay_thumbnail(path: Path, heatmap: Any, crop_box: Any, label: str,
 
 def run_analysis(predictor: Any, items: Sequence[Any], *, embedding: str = "pca",
                  top_k: int = 16, on_event: Any = None, cancel: Any = None) -> ResultsData:
-    """Worker body: engine.analysis.analyze, then top-loss overlays and first-layer filters."""
-    from engine import analysis, cam
-    from engine.errors import LoupeError
-    from engine.events import ignore_event
+    """Worker body: ``engine.evaluation.analysis.analyze``, then top-loss overlays and
+    first-layer filters."""
+    from loupe.engine.core.errors import LoupeError
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.evaluation import analysis
+    from loupe.engine.inference import cam
 
     with using_model(predictor, cancel):
         result = analysis.analyze(predictor, items, top_k=top_k, embedding=embedding,
@@ -88,8 +90,8 @@ def run_analysis(predictor: Any, items: Sequence[Any], *, embedding: str = "pca"
 def cell_images(predictor: Any, entries: Sequence[tuple[Path, str]], *, method: str = "gradcam",
                 on_event: Any = None, cancel: Any = None) -> list[CellImage]:
     """Worker body: prediction + map (for the predicted class) for each (path, actual)."""
-    from engine import cam
-    from engine.events import Finished, Progress, Started
+    from loupe.engine.core.events import Finished, Progress, Started
+    from loupe.engine.inference import cam
 
     emit = on_event or (lambda _event: None)
     chosen = list(entries)[:CELL_LIMIT]
@@ -177,7 +179,7 @@ def draw_filters(canvas: MplCanvas, filters: np.ndarray | None, message: str = "
                 transform=ax.transAxes, color=canvas.foreground())
         canvas.redraw()
         return
-    from engine.activations import filter_mosaic
+    from loupe.engine.inference.activations import filter_mosaic
 
     count = min(len(filters), 64)
     columns = 8 if count > 16 else 4

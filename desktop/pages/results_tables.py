@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -146,7 +146,7 @@ class TestSetPanel(QWidget):
         path = self._context.model_path
         if path is None:
             return
-        from engine.training.evaluate import test_looks
+        from loupe.engine.training.scoring import test_looks
 
         worker = self._context.runner.start(test_looks, Path(path), name="test-looks")
         worker.finished.connect(lambda looks: self._on_looks(path, looks))
@@ -198,7 +198,7 @@ class TestSetPanel(QWidget):
 
     def evaluate(self) -> Any:
         """Evaluate the current bundle on the test set in a worker (counts one look)."""
-        from engine.training.evaluate import evaluate
+        from loupe.engine.training.scoring import evaluate
 
         path, prepared = self._context.model_path, self._context.prepared
         if path is None or prepared is None:
@@ -227,7 +227,7 @@ class TestSetPanel(QWidget):
         self.evaluated.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
-        from desktop.context import describe_error
+        from loupe.desktop.context import describe_error
 
         self._worker = None
         self.result_label.setText("")

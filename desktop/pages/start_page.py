@@ -17,8 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext
-from engine.resources import icon_path
+from loupe.desktop.context import AppContext
+from loupe.engine.core.resources import icon_path
 
 _PATH_ROLE = Qt.ItemDataRole.UserRole
 

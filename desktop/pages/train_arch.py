@@ -2,8 +2,8 @@
 to say where those weights came from.
 
 The combo is built before torch is imported (first paint), from the static
-``engine.models.ARCHITECTURES`` list, which already puts the architectures whose weights
-come with the install first. The facts that need torch, timm or the file system
+``engine.models.architectures.ARCHITECTURES`` list, which already puts the architectures
+whose weights come with the install first. The facts that need torch, timm or the file system
 (``describe_architectures``, ``best_installed_arch``, ``find_weights``) are read by the
 worker functions below; the page hands their results back to the form, which re-orders
 and marks the combo without losing the user's choice.
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox
 
-from engine.models import ARCHITECTURES
+from loupe.engine.models.architectures import ARCHITECTURES
 
 if TYPE_CHECKING:
-    from engine.weights import WeightsSource
+    from loupe.engine.models.weights import WeightsSource
 
 INSTALLED_MARK = "pretrained, installed"
 
@@ -99,8 +99,8 @@ def widen_popup(combo: QComboBox) -> None:
 
 def architectures_on_this_machine() -> tuple[list[dict[str, Any]], str]:
     """(picker rows with ``pretrained`` and ``weights``, the best installed architecture)."""
-    from engine.models import describe_architectures
-    from engine.weights import best_installed_arch
+    from loupe.engine.models.catalog import describe_architectures
+    from loupe.engine.models.weights import best_installed_arch
 
     return describe_architectures(with_weights=True), best_installed_arch()
 
@@ -109,8 +109,8 @@ def weights_status_of(arch: str) -> tuple[str, str, int | None]:
     """(arch, 'found: <a sentence for people>' | 'not found', default input size in px).
 
     Looks at the disk and timm's model config (no network); call it in a worker."""
-    from engine.models import arch_info
-    from engine.weights import find_weights
+    from loupe.engine.models.architectures import arch_info
+    from loupe.engine.models.weights import find_weights
 
     source = find_weights(arch)
     status = f"found: {weights_where(source)}" if source is not None else "not found"
@@ -128,7 +128,7 @@ def weights_where(source: WeightsSource) -> str:
     the package or already converted into Loupe's weights store (which happens on first
     use), so the user sees one stable sentence.
     """
-    from engine.weight_packages import find_installed, package_for
+    from loupe.engine.models.weight_packages import find_installed, package_for
 
     package = package_for(source.arch)
     origin = source.origin or ""

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from desktop.pages.live_chart import LiveChart, Series
-from desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.pages.live_chart import LiveChart, Series
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
 # Per-epoch metrics drawn on the right-hand plot, first present wins.
 METRIC_KEYS = ("error_rate", "accuracy", "f1", "accuracy_multi")

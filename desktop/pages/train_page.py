@@ -24,14 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext
-from desktop.pages.train_arch import architectures_on_this_machine, weights_status_of
-from desktop.pages.train_charts import LrFinderPlot, TrainingCurves
-from desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
-from desktop.widgets.epoch_table import EpochTable, format_seconds
-from desktop.workers import EngineWorker
-from engine.errors import LoupeError
-from engine.events import EpochEnded, Progress, Started, WarningEvent
+from loupe.desktop.context import AppContext
+from loupe.desktop.pages.train_arch import architectures_on_this_machine, weights_status_of
+from loupe.desktop.pages.train_charts import LrFinderPlot, TrainingCurves
+from loupe.desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
+from loupe.desktop.widgets.epoch_table import EpochTable, format_seconds
+from loupe.desktop.workers import EngineWorker
+from loupe.engine.core.errors import LoupeError
+from loupe.engine.core.events import EpochEnded, Progress, Started, WarningEvent
 
 # Columns of the epoch table are fastai's; these per-epoch facts are kept out of it.
 _NOT_TABLE_COLUMNS = ("size", "batch_size")
@@ -209,7 +209,7 @@ class TrainPage(QWidget):
         )
         if not name:
             return
-        from engine.weights import import_weights
+        from loupe.engine.models.weights import import_weights
 
         worker = self.context.runner.start(import_weights, Path(name), arch, events=False,
                                            name="import-weights")
@@ -228,7 +228,7 @@ class TrainPage(QWidget):
         )
         if answer != QMessageBox.StandardButton.Yes:
             return
-        from engine.weights_download import download_weights
+        from loupe.engine.models.weights_download import download_weights
 
         worker = self.context.runner.start(download_weights, arch, name="download-weights")
         self.status.setText(f"Downloading weights for {arch}…")
@@ -249,7 +249,7 @@ class TrainPage(QWidget):
         except LoupeError as exc:
             self.context.report_error("Invalid training settings", exc)
             return
-        from engine.training import lr_find
+        from loupe.engine.training import lr_find
 
         self.plots.setCurrentWidget(self.lr_plot)
         self.settings.find_lr_button.setEnabled(False)
@@ -305,7 +305,7 @@ class TrainPage(QWidget):
         if self.context.project is not None:
             self.context.project.training = config.to_json()
             self.context.save_project()
-        from engine.training import train
+        from loupe.engine.training import train
 
         self._reset_view()
         worker = self.context.runner.start(train, self.context.prepared, config, name="train")

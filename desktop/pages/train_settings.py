@@ -1,9 +1,9 @@
 """The Train page's settings form: architecture, schedule, augmentation, device.
 
-It turns widgets into an ``engine.training.TrainConfig`` (whose ``__post_init__`` is the
+It turns widgets into an ``loupe.engine.training.TrainConfig`` (whose ``__post_init__`` is the
 one place settings are validated) and back from the project's saved ``training`` dict.
 Facts that need torch or the file system (weights found? which GPU?) are filled in by the
-page from workers. This module must not import ``engine.training`` at import time: that
+page from workers. This module must not import ``loupe.engine.training`` at import time: that
 package imports torch, and the window is built before torch is loaded (first paint). The
 config module is imported when first needed (:meth:`TrainSettings.load_limits`).
 """
@@ -31,18 +31,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.train_arch import (
-    fill_arch_combo,
-    format_params,
-    show_start,
-    static_rows,
-)
-from engine.errors import ConfigError
-from engine.models import ARCHITECTURES
-from engine.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
+from loupe.desktop.pages.train_arch import fill_arch_combo, format_params, show_start, static_rows
+from loupe.engine.core.errors import ConfigError
+from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
+from loupe.engine.models.architectures import ARCHITECTURES
 
 if TYPE_CHECKING:
-    from engine.training.config import TrainConfig
+    from loupe.engine.training.config import TrainConfig
 
 
 def probe_devices() -> list[tuple[str, str]]:
@@ -232,7 +227,7 @@ class TrainSettings(QWidget):
         """Take size limits and the default learning rate from the engine's config.
 
         Called once torch is loaded (the page's first show), so the import is free."""
-        from engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE
+        from loupe.engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE
 
         self.size.setRange(MIN_SIZE, MAX_SIZE)
         self.lr.setPlaceholderText(f"default {format_lr(DEFAULT_LR)}")
@@ -305,7 +300,7 @@ class TrainSettings(QWidget):
 
     def config(self, **overrides: Any) -> TrainConfig:
         """The TrainConfig the form describes; ConfigError names what is wrong."""
-        from engine.training.config import TrainConfig
+        from loupe.engine.training.config import TrainConfig
 
         try:
             lr = float(self.lr.text().strip()) if self.lr.text().strip() else None
@@ -332,7 +327,7 @@ class TrainSettings(QWidget):
 
     def apply_saved(self, saved: dict[str, Any]) -> None:
         """Restore a project's saved settings; unknown or bad values keep the defaults."""
-        from engine.training.config import TrainConfig
+        from loupe.engine.training.config import TrainConfig
 
         try:
             config = TrainConfig.from_json({k: v for k, v in saved.items() if k != "out"})

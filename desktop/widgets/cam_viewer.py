@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.widgets.image_grid import array_to_qimage
+from loupe.desktop.widgets.image_grid import array_to_qimage
 
 DISPLAY_MAX_SIDE = 1024  # layers are kept at most this large: blending stays cheap
 PREDICTED = "(predicted class)"

@@ -1,7 +1,7 @@
 """A visible drop area that turns a drop into the window's routing plan.
 
 What a drop *means* (a model file wins, then images, then a folder) is decided once, in
-``desktop.routing``; the main window, the Predict page and this widget all use it, so a
+``loupe.desktop.routing``; the main window, the Predict page and this widget all use it, so a
 file dropped anywhere is treated the same way.
 """
 
@@ -11,7 +11,7 @@ from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
-from desktop.routing import DropPlan, classify_paths, local_paths
+from loupe.desktop.routing import DropPlan, classify_paths, local_paths
 
 
 def plan_for(mime: QMimeData | None) -> DropPlan:
@@ -31,7 +31,7 @@ def mime_is_usable(mime: QMimeData | None) -> bool:
 class DropZone(QFrame):
     """A framed area that says what it accepts and emits what was dropped.
 
-    ``dropped`` carries a :class:`desktop.routing.DropPlan`; ``imageDropped`` a QImage
+    ``dropped`` carries a :class:`loupe.desktop.routing.DropPlan`; ``imageDropped`` a QImage
     when the drag carried pixels rather than files.
     """
 

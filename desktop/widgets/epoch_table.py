@@ -115,7 +115,7 @@ class EpochTableModel(QStandardItemModel):
 class EpochTable(QTableView):
     """Read-only view of :class:`EpochTableModel` that keeps the newest epoch visible.
 
-    Feed it with :meth:`add_epoch_event` (an ``engine.events.EpochEnded``) from a slot, or
+    Feed it with :meth:`add_epoch_event` (an ``engine.core.events.EpochEnded``) from a slot, or
     :meth:`set_history` with a run's saved per-epoch rows.
     """
 

@@ -87,7 +87,7 @@ def load_thumbnail(item: GridItem, size: int) -> QImage:
             source = Image.fromarray(np.ascontiguousarray(source, dtype=np.uint8))
         img = source.convert("RGB")
     else:
-        from engine.imageio import load_rgb
+        from loupe.engine.data.imageio import load_rgb
 
         img = load_rgb(item.path, min_short_side=size)
     return square_qimage(fit_image(img, size), size)

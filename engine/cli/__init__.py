@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine.errors import CancelledError, LoupeError
+from loupe.engine.core.errors import CancelledError, LoupeError
 
-# Sub-command modules under engine.cli, in the order ``loupe --help`` lists them.
+# Sub-command modules under loupe.engine.cli, in the order ``loupe --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect_cmd",
     "train_cmd",
@@ -34,12 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="loupe",
         description="Train and inspect image classifiers on your own workstation, offline.",
     )
-    from engine import __version__
+    from loupe.engine import __version__
 
     parser.add_argument("--version", action="version", version=f"loupe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"engine.cli.{name}")
+        module = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
     return parser
 

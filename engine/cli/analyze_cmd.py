@@ -14,13 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
-from engine.cli.predict_cmd import _positive, _probability
+from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
+from loupe.engine.cli.predict_cmd import _positive, _probability
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engine.analysis import EMBEDDING_METHODS
-    from engine.cam import CAM_METHODS, DEFAULT_METHOD
+    from loupe.engine.evaluation.analysis import EMBEDDING_METHODS
+    from loupe.engine.inference.cam import CAM_METHODS, DEFAULT_METHOD
 
     parser = subparsers.add_parser(
         "analyze",
@@ -50,11 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.analysis import analyze
-    from engine.analysis_plots import write_report
-    from engine.dataset import prepare_data
-    from engine.errors import DatasetError
-    from engine.predict import Predictor
+    from loupe.engine.core.errors import DatasetError
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.evaluation.analysis import analyze
+    from loupe.engine.evaluation.analysis_plots import write_report
+    from loupe.engine.inference.predict import Predictor
 
     _refuse_out_inside_images(Path(args.out), Path(args.root))
     predictor = Predictor.from_file(args.model, device=args.device)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 def _refuse_out_inside_images(out: Path, root: Path) -> None:
     """Figures are PNGs with fixed names: inside the image folder they could replace a
     user's image (``confusion.png``) and would be scanned as data next time."""
-    from engine.errors import ConfigError
+    from loupe.engine.core.errors import ConfigError
 
     out_real, root_real = out.expanduser().resolve(), root.expanduser().resolve()
     if out_real == root_real or root_real in out_real.parents:

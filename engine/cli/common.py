@@ -1,7 +1,7 @@
 """Data options shared by every sub-command that reads an image folder.
 
 ``inspect`` and ``train`` must read the same options the same way, so both build their
-:class:`engine.dataset.DataSpec` here. Overrides saved in the folder's project (from the
+:class:`loupe.engine.data.dataset.DataSpec` here. Overrides saved in the folder's project (from the
 desktop) apply by default, so the CLI trains on the labels the user cleaned there.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import ConfigError, LoupeError
-from engine.events import CancelToken
-from engine.labels import RULE_SPELLINGS, parse_label_rule
-from engine.splits import SPLIT_SPELLINGS, parse_split_rule
+from loupe.engine.core.errors import ConfigError, LoupeError
+from loupe.engine.core.events import CancelToken
+from loupe.engine.data.labels import RULE_SPELLINGS, parse_label_rule
+from loupe.engine.data.splits import SPLIT_SPELLINGS, parse_split_rule
 
 
 def _fraction(text: str) -> float:
@@ -103,9 +103,9 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> list[st
     """
     import json
 
-    from engine.bundle import read_bundle_meta
-    from engine.labels import LabelRule
-    from engine.splits import SplitRule
+    from loupe.engine.data.labels import LabelRule
+    from loupe.engine.data.splits import SplitRule
+    from loupe.engine.models.bundle import read_bundle_meta
 
     training = dict(read_bundle_meta(model).training or {})
     recorded: dict[str, object] = {
@@ -143,10 +143,10 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> list[st
 
 
 def data_spec_from_args(args: argparse.Namespace):
-    """Build the :class:`engine.dataset.DataSpec` from parsed options (ConfigError if bad)."""
-    from engine.dataset import DataSpec
-    from engine.imageio import DEFAULT_MAX_PIXELS
-    from engine.project import load_project, project_file
+    """Build the :class:`engine.data.dataset.DataSpec` from parsed options (ConfigError if bad)."""
+    from loupe.engine.data.dataset import DataSpec
+    from loupe.engine.data.imageio import DEFAULT_MAX_PIXELS
+    from loupe.engine.data.project import load_project, project_file
 
     root = Path(args.root).expanduser()
     label = parse_label_rule(args.label)

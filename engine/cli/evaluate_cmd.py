@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
+from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.dataset import prepare_data
-    from engine.training import evaluate
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.training import evaluate
 
     for warning in apply_model_defaults(args, args.model):
         print(f"loupe {args.command}: warning: {warning}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.predict_cmd import _positive
+from loupe.engine.cli.predict_cmd import _positive
 
 
 def _tolerance(text: str) -> float:
@@ -25,7 +25,7 @@ def _tolerance(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engine.export import DEFAULT_OPSET, DEFAULT_TOLERANCE
+    from loupe.engine.inference.export import DEFAULT_OPSET, DEFAULT_TOLERANCE
 
     parser = subparsers.add_parser(
         "export",
@@ -46,9 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.errors import ConfigError
-    from engine.export import export_onnx, export_torchscript, require_onnx
-    from engine.predict import Predictor
+    from loupe.engine.core.errors import ConfigError
+    from loupe.engine.inference.export import export_onnx, export_torchscript, require_onnx
+    from loupe.engine.inference.predict import Predictor
 
     if not args.onnx and not args.torchscript:
         raise ConfigError("say what to export: --onnx FILE and/or --torchscript FILE")

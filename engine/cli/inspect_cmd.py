@@ -2,9 +2,9 @@
 
 Prints a classes × sets table, the warnings (missing classes, leaks, ...), every rejected
 file with its reason and the unlabelled files; ``--json`` prints the one stable object of
-:func:`engine.dataset.inspect_report`. Exit 0 whenever the folder could be read, even
+:func:`loupe.engine.data.dataset.inspect_report`. Exit 0 whenever the folder could be read, even
 with rejected files; a folder that cannot be used at all raises a LoupeError, which
-``engine.cli.main`` prints as one line with a non-zero exit.
+``loupe.engine.cli.main`` prints as one line with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 import sys
 from typing import TextIO
 
-from engine.cli.common import add_data_options, data_spec_from_args
-from engine.events import Event, Progress, ThrottledCallback, ignore_event
+from loupe.engine.cli.common import add_data_options, data_spec_from_args
+from loupe.engine.core.events import Event, Progress, ThrottledCallback, ignore_event
 
 UNLABELLED_SHOWN = 20
 
@@ -47,7 +47,7 @@ def _progress_printer(stream: TextIO):
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.dataset import inspect_report, prepare_data
+    from loupe.engine.data.dataset import inspect_report, prepare_data
 
     spec = data_spec_from_args(args)
     prepared = prepare_data(spec, on_event=_progress_printer(sys.stderr))

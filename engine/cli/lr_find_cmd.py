@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from engine.cli.common import add_data_options, data_spec_from_args
-from engine.cli.train_cmd import EpochPrinter, add_model_options, config_from_args
+from loupe.engine.cli.common import add_data_options, data_spec_from_args
+from loupe.engine.cli.train_cmd import EpochPrinter, add_model_options, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.dataset import prepare_data
-    from engine.training import lr_find
-    from engine.training.lr_find import plot_lr_find
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.training import lr_find
+    from loupe.engine.training.lr_finder import plot_lr_find
 
     printer = EpochPrinter(sys.stdout, sys.stderr, as_json=args.json)
     prepared = prepare_data(data_spec_from_args(args), on_event=printer)

@@ -1,7 +1,7 @@
 """``loupe predict MODEL IMAGE...``: top-k labels per image, optionally an activation map.
 
 ``loupe predict --imagenet IMAGE...`` asks the installed pretrained model itself (1000
-ImageNet classes, ``engine.imagenet``): what transfer learning starts from.
+ImageNet classes, ``loupe.engine.inference.imagenet``): what transfer learning starts from.
 
 Text output is one line per image; ``--json`` prints one JSON object per line per image:
 ``{"path", "top": [{"label", "prob"}]}`` plus ``"unknown"`` when ``--unknown-below`` is
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.errors import ConfigError, LoupeError
+from loupe.engine.core.errors import ConfigError, LoupeError
 
 
 def _probability(text: str) -> float:
@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engine.cam import CAM_METHODS, DEFAULT_METHOD
+    from loupe.engine.inference.cam import CAM_METHODS, DEFAULT_METHOD
 
     parser = subparsers.add_parser(
         "predict",
@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_predictor(args: argparse.Namespace):
-    from engine.predict import Predictor
+    from loupe.engine.inference.predict import Predictor
 
     if args.imagenet:
-        from engine.imagenet import imagenet_predictor
+        from loupe.engine.inference.imagenet import imagenet_predictor
 
         return imagenet_predictor(device=args.device, unknown_below=args.unknown_below)
     return Predictor.from_file(args.model, unknown_below=args.unknown_below, device=args.device)
@@ -139,7 +139,7 @@ def _predict_one(predictor, image: Path, index: int, args: argparse.Namespace) -
     if not args.cam:
         prediction = predictor.predict(image, topk=args.topk)
         return prediction.to_json(include_unknown=include_unknown)
-    from engine.cam import compute_cam, save_overlay
+    from loupe.engine.inference.cam import compute_cam, save_overlay
 
     result = compute_cam(
         predictor, image, method=args.cam_method, target=args.cam_class, topk=args.topk

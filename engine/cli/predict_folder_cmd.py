@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.predict_cmd import _positive, _probability
-from engine.events import Event, Progress, ThrottledCallback, WarningEvent
+from loupe.engine.cli.predict_cmd import _positive, _probability
+from loupe.engine.core.events import Event, Progress, ThrottledCallback, WarningEvent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +52,8 @@ def _reporter():
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.folder import predict_folder
-    from engine.predict import Predictor
+    from loupe.engine.inference.folder import predict_folder
+    from loupe.engine.inference.predict import Predictor
 
     predictor = Predictor.from_file(
         args.model, unknown_below=args.unknown_below, device=args.device

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
-from engine.errors import CancelledError, ConfigError
-from engine.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
-from engine.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
+from loupe.engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
+from loupe.engine.core.errors import CancelledError, ConfigError
+from loupe.engine.core.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
+from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
 
 EPOCH_KEYS = ("epoch", "train_loss", "valid_loss", "error_rate", "seconds")
 
@@ -82,7 +82,7 @@ def cli_threads() -> int:
 
 
 def config_from_args(args: argparse.Namespace, **extra):
-    from engine.training import TrainConfig
+    from loupe.engine.training import TrainConfig
 
     return TrainConfig(
         arch=args.arch, size=args.size, resize=args.resize, batch_size=args.bs,
@@ -192,8 +192,8 @@ def _mmss(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.dataset import prepare_data
-    from engine.training import resume, train
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.training import resume, train
 
     printer = EpochPrinter(sys.stdout, sys.stderr, as_json=args.json)
     with sigint_cancels() as cancel:
@@ -229,7 +229,7 @@ def _stopped_line(args: argparse.Namespace, printer: EpochPrinter) -> str:
 
 def _check_resume_root(args: argparse.Namespace) -> None:
     """A resumed run uses its own saved data options; ROOT must be the same folder."""
-    from engine.training import runs
+    from loupe.engine.training import runs
 
     run_dir = runs.find_run(args.resume)
     saved = Path(runs.read_json(run_dir, "data.json")["root"])
@@ -238,7 +238,7 @@ def _check_resume_root(args: argparse.Namespace) -> None:
             f"run {run_dir.name} trained on {saved}, not {args.root}; "
             "resume it with that folder (its label and split options are reused)"
         )
-    from engine.cli.common import DATA_DEFAULTS
+    from loupe.engine.cli.common import DATA_DEFAULTS
 
     ignored = [f"--{key.replace('_', '-')} {getattr(args, key)}"
                for key, default in DATA_DEFAULTS.items() if getattr(args, key, default) != default]

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import TextIO
 
-from engine.events import Event, Progress, ThrottledCallback, ignore_event
+from loupe.engine.core.events import Event, Progress, ThrottledCallback, ignore_event
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engine.models import describe_architectures
+    from loupe.engine.models.catalog import describe_architectures
 
     rows = describe_architectures(with_weights=True)
     if args.json:
@@ -75,7 +75,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from engine.weights import import_weights
+    from loupe.engine.models.weights import import_weights
 
     stored = import_weights(args.file, args.arch)
     print(f"imported {args.file} for {args.arch} -> {stored}")
@@ -83,7 +83,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from engine.weights_download import download_weights
+    from loupe.engine.models.weights_download import download_weights
 
     path = download_weights(args.arch, on_event=_byte_printer(sys.stderr))
     print(f"downloaded weights for {args.arch} -> {path}")

@@ -9,12 +9,12 @@ it avoids everything worker processes bring on a desktop: the spawn start method
 re-importing the app on macOS/Windows, pickling the dataset, /dev/shm limits and
 orphaned processes when the GUI quits. Threads also share the cache's RAM.
 
-Resize methods (:mod:`engine.resize`): ``crop`` caches the short side at 1.15 × size and
+Resize methods (:mod:`loupe.engine.data.resize`): ``crop`` caches the short side at 1.15 × size and
 takes fastai's random resized crop (35-100 % of the area, aspect 3/4-4/3). ``squish`` and
 ``pad`` cache the whole picture as a size×size square: their point is that nothing is cut
 off, so training takes only a mild random zoom (a square of 75-100 % of the area, at most
 1.15× zoom, the same margin crop's presize gives) and leaves the rest of the variety to the
-batch augmentation (flips, rotation, lighting in ``engine.training.augment``). A crop of a
+batch augmentation (flips, rotation, lighting in ``loupe.engine.training.augment``). A crop of a
 padded square may trim some border and a little of the picture's edge; that is the zoom.
 
 Determinism: every random choice of an epoch (order, crop boxes) comes from one
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from engine.resize import LEGACY_RESIZE
+from loupe.engine.data.resize import LEGACY_RESIZE
 
 Fetch = Callable[[Any], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -96,8 +96,8 @@ def eval_crop(
     shrink to that size's presize so the crop covers the same field of view. ``squish`` and
     ``pad``: the whole cached square at ``size``.
     """
-    from engine.cache import presize_for
-    from engine.transforms import eval_tensor_from_cached
+    from loupe.engine.data.cache import presize_for
+    from loupe.engine.data.transforms import eval_tensor_from_cached
 
     if resize != "crop":
         return eval_tensor_from_cached(u8, size, resize)

@@ -1,4 +1,4 @@
-"""Building a training :class:`~engine.training.session.Session`: fresh or from a run.
+"""Building a training :class:`~loupe.engine.training.session.Session`: fresh or from a run.
 
 A new run resolves device and weights, builds the model and creates the run folder; a
 resumed run rebuilds the same objects from the run's config, data record and last
@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from engine.errors import TrainingError
-from engine.events import CancelToken, EventCallback
-from engine.training import runs
-from engine.training.config import TrainConfig
-from engine.training.device import DeviceInfo, resolve_device
-from engine.training.session import Session
-from engine.training.setup import (
+from loupe.engine.core.device import DeviceInfo, resolve_device
+from loupe.engine.core.errors import TrainingError
+from loupe.engine.core.events import CancelToken, EventCallback
+from loupe.engine.training import runs
+from loupe.engine.training.config import TrainConfig
+from loupe.engine.training.session import Session
+from loupe.engine.training.setup import (
     auto_batch_size,
     data_spec_json,
     load_pretrained,
@@ -37,7 +37,7 @@ def new_optimizer(
     The fused implementation is used on CPU and CUDA: on a CPU it makes the optimizer
     step about 4× faster than the per-tensor loop (a large share of a small model's step).
     """
-    from engine.models import layer_groups
+    from loupe.engine.models.anatomy import layer_groups
 
     groups = layer_groups(model)
     fused = device.kind in ("cpu", "cuda")
@@ -58,7 +58,8 @@ def build_session(
     prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
 ) -> Session:
     """A new run: resolve device and weights, build the model, create the run folder."""
-    from engine.models import create_model, resolve_arch
+    from loupe.engine.models.architectures import resolve_arch
+    from loupe.engine.models.factory import create_model
 
     config = resolve_arch_choice(config)
     resolve_arch(config.arch)
@@ -86,7 +87,7 @@ def restore_session(
     run_dir: Path, prepared: Any | None, events: EventCallback, cancel: CancelToken | None
 ) -> Session:
     """A session at the end of the run's last finished epoch (see trainer.resume)."""
-    from engine.models import create_model
+    from loupe.engine.models.factory import create_model
 
     config = load_run_config(run_dir)
     if prepared is None:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.resize import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize
+from loupe.engine.core.errors import ConfigError
+from loupe.engine.data.resize import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRETRAINED_CHOICES = ("auto", "none")
@@ -21,7 +21,7 @@ DEFAULT_LR = 1e-3  # fastai's default ``lr_max`` for fit_one_cycle (training fro
 DEFAULT_FINE_TUNE_LR = 2e-3  # fastai's ``fine_tune(base_lr=2e-3)`` for pretrained runs
 AUTO_ARCH = "auto"  # the best architecture whose pretrained weights are installed
 MIN_SIZE, MAX_SIZE = 16, 1024
-BUNDLE_SUFFIX = ".loupe"  # engine.bundle.BUNDLE_SUFFIX, without importing torch
+BUNDLE_SUFFIX = ".loupe"  # loupe.engine.models.bundle.BUNDLE_SUFFIX, without importing torch
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class TrainConfig:
     """Everything that decides what a training run does (not what data it sees).
 
     ``arch == "auto"`` means the best architecture whose pretrained weights are on this
-    machine (``engine.weights.best_installed_arch``; resolved when the run starts and
+    machine (``loupe.engine.models.weights.best_installed_arch``; resolved when the run starts and
     recorded in the run's config); ``batch_size == 0`` means "pick for the device";
     ``lr is None`` means fastai's default for the run: ``DEFAULT_FINE_TUNE_LR`` when
     pretrained weights are used, ``DEFAULT_LR`` from random init (also resolved at start);
@@ -37,7 +37,7 @@ class TrainConfig:
     ``"none"`` (random init on purpose) or a weights file path; ``threads == 0`` means
     "all cores but one" (one is left for the GUI); ``out`` is where the bundle goes
     (``None``: inside the run folder). ``resize`` is fastai's resize method, one of
-    ``engine.resize.RESIZE_METHODS`` (crop, squish, pad).
+    ``loupe.engine.data.resize.RESIZE_METHODS`` (crop, squish, pad).
     """
 
     arch: str = AUTO_ARCH

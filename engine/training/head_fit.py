@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import torch
 from torch import nn
 
-from engine.events import Progress
-from engine.training.batches import BatchLoader, epoch_seed
-from engine.training.loop import LoopContext, NonFiniteLoss, _check_cancel, to_model_input
+from loupe.engine.core.events import Progress
+from loupe.engine.training.batches import BatchLoader, epoch_seed
+from loupe.engine.training.loop import LoopContext, NonFiniteLoss, _check_cancel, to_model_input
 
 LBFGS_ITERATIONS = 300
 
@@ -48,7 +49,7 @@ def extract_features(
     ctx: LoopContext, loader: BatchLoader, epoch: int, size: int, *, augment: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-classifier features and targets of every item of ``loader`` (eval mode)."""
-    model = ctx.model
+    model: Any = ctx.model  # a timm model: forward_features/forward_head are not typed
     model.eval()
     generator = torch.Generator().manual_seed(epoch_seed(ctx.seed, epoch, 3)) if augment else None
     feats, targets = [], []

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.errors import CancelledError, TrainingError
-from engine.events import CancelToken, Progress
-from engine.training.augment import Augment
-from engine.training.batches import BatchLoader, epoch_seed
-from engine.training.device import DeviceInfo
+from loupe.engine.core.device import DeviceInfo
+from loupe.engine.core.errors import CancelledError, TrainingError
+from loupe.engine.core.events import CancelToken, Progress
+from loupe.engine.training.augment import Augment
+from loupe.engine.training.batches import BatchLoader, epoch_seed
 
 
 class NonFiniteLoss(Exception):

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from engine.training.loop import Scores
-from engine.training.metrics import (
+from loupe.engine.training.loop import Scores
+from loupe.engine.training.metrics import (
     confusion_matrix,
     epoch_metrics,
     multi_label_predictions,

@@ -1,6 +1,6 @@
 """Run folders: config, split manifest, per-epoch metrics, checkpoints, test-set looks.
 
-Each run lives in ``engine.paths.runs_dir()/RUN_ID`` — the user data dir, never the
+Each run lives in ``loupe.engine.core.paths.runs_dir()/RUN_ID`` — the user data dir, never the
 image folder. Layout::
 
     config.json              TrainConfig
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from engine import paths
-from engine.atomic import atomic_write_json, atomic_write_text, atomic_write_with
-from engine.errors import ConfigError, ModelFileError
+from loupe.engine.core import paths
+from loupe.engine.core.atomic import atomic_write_json, atomic_write_text, atomic_write_with
+from loupe.engine.core.errors import ConfigError, ModelFileError
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"

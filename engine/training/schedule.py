@@ -13,6 +13,7 @@ also lets an out-of-memory retry rebuild it for a new number of batches per epoc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ def one_cycle(
         # OneCycleLR divides by zero when the warm-up ends exactly at step 0 (e.g. 4
         # steps at 0.25); half a step more warm-up avoids it and changes nothing else.
         pct_start += 0.5 / total
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "max_lr": list(cycle.max_lrs),
         "total_steps": total,
         "pct_start": pct_start,

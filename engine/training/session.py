@@ -17,22 +17,18 @@ from typing import Any
 
 import torch
 
-from engine.errors import TrainingError
-from engine.events import CancelToken, EpochEnded, EventCallback, Started, WarningEvent
-from engine.training import runs
-from engine.training.augment import Augment
-from engine.training.batches import BatchLoader
-from engine.training.config import TrainConfig
-from engine.training.device import DeviceInfo
-from engine.training.head_fit import linear_head, probe_epoch
-from engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
-from engine.training.metrics import epoch_metrics
-from engine.training.schedule import Cycle, one_cycle
-from engine.training.setup import (
-    build_targets,
-    imbalance_warning,
-    random_init_message,
-)
+from loupe.engine.core.device import DeviceInfo
+from loupe.engine.core.errors import TrainingError
+from loupe.engine.core.events import CancelToken, EpochEnded, EventCallback, Started, WarningEvent
+from loupe.engine.training import runs
+from loupe.engine.training.augment import Augment
+from loupe.engine.training.batches import BatchLoader
+from loupe.engine.training.config import TrainConfig
+from loupe.engine.training.head_fit import linear_head, probe_epoch
+from loupe.engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
+from loupe.engine.training.metrics import epoch_metrics
+from loupe.engine.training.schedule import Cycle, one_cycle
+from loupe.engine.training.setup import build_targets, imbalance_warning, random_init_message
 
 CHECKPOINT_FORMAT = 1
 
@@ -70,7 +66,7 @@ class Session:
         self.classes: tuple[str, ...] = tuple(plan.classes)
         self.multi_label = bool(plan.multi_label)
         self.thresholds = (0.5,) * len(self.classes)
-        from engine.cache import ImageCache, presize_for
+        from loupe.engine.data.cache import ImageCache, presize_for
 
         resize = self.config.resize
         self.cache = ImageCache(
@@ -129,14 +125,14 @@ class Session:
     def _choose_normalization(self) -> None:
         """Pretrained: the weights' own statistics. From scratch: the data's (fastai)."""
         if self.random_init:
-            from engine.stats import compute_mean_std
+            from loupe.engine.data.stats import compute_mean_std
 
             items = [li.item for li in self.prepared.plan.train]
             self.mean, self.std = compute_mean_std(
                 self.cache, items, seed=self.config.seed, cancel=self.cancel
             )
         else:
-            from engine.models import model_data_config
+            from loupe.engine.models.architectures import model_data_config
 
             data = model_data_config(self.config.arch, self.weights_tag)
             self.mean, self.std = tuple(data["mean"]), tuple(data["std"])
@@ -160,7 +156,7 @@ class Session:
 
     def enter_phase(self, frozen: bool, cycle: Cycle, epoch_in_phase: int) -> None:
         """Freeze (all but head and norm layers) or unfreeze; start this phase's cycle."""
-        from engine.models import body_parameters, norm_parameters
+        from loupe.engine.models.anatomy import body_parameters, norm_parameters
 
         keep = {id(p) for p in norm_parameters(self.model)}
         for p in body_parameters(self.model):
@@ -303,7 +299,7 @@ class Session:
     # -- the end --------------------------------------------------------------------------
 
     def final_report(self) -> dict[str, Any]:
-        from engine.training.report import build_report
+        from loupe.engine.training.report import build_report
 
         scores = self.last_scores
         if scores is None:
@@ -318,9 +314,9 @@ class Session:
         )
 
     def save_bundle(self, report: dict[str, Any]) -> Path:
-        from engine.bundle import BUNDLE_SUFFIX, BundleMeta, save_bundle
-        from engine.training.report import training_summary
-        from engine.transforms import Preprocessing
+        from loupe.engine.data.transforms import Preprocessing
+        from loupe.engine.models.bundle import BUNDLE_SUFFIX, BundleMeta, save_bundle
+        from loupe.engine.training.report import training_summary
 
         assert self.mean is not None and self.std is not None
         meta = BundleMeta(

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from engine.events import CancelToken, EventCallback
-from engine.training.config import AUTO_ARCH, DEFAULT_FINE_TUNE_LR, DEFAULT_LR, TrainConfig
-from engine.training.device import DeviceInfo
+from loupe.engine.core.device import DeviceInfo
+from loupe.engine.core.events import CancelToken, EventCallback
+from loupe.engine.training.config import AUTO_ARCH, DEFAULT_FINE_TUNE_LR, DEFAULT_LR, TrainConfig
 
 IMBALANCE_RATIO = 5
 
@@ -21,7 +21,7 @@ def resolve_arch_choice(config: TrainConfig) -> TrainConfig:
     """``arch="auto"`` becomes the best architecture with installed pretrained weights."""
     if config.arch != AUTO_ARCH:
         return config
-    from engine.weights import best_installed_arch
+    from loupe.engine.models.weights import best_installed_arch
 
     return replace(config, arch=best_installed_arch())
 
@@ -40,7 +40,7 @@ def load_pretrained(config: TrainConfig) -> tuple[dict[str, torch.Tensor] | None
     ``auto`` looks only on this machine (weights store, HF cache, torchvision cache); it
     never downloads. ``none`` and "nothing found" both mean random initialisation.
     """
-    from engine import weights
+    from loupe.engine.models import weights
 
     if config.pretrained == "none":
         return None, "random init", None
@@ -121,9 +121,9 @@ def data_spec_json(spec: Any) -> dict[str, Any]:
 def rebuild_prepared(
     data: dict[str, Any], events: EventCallback, cancel: CancelToken | None
 ) -> Any:
-    from engine.dataset import DataSpec, prepare_data
-    from engine.labels import LabelRule, Overrides
-    from engine.splits import SplitRule
+    from loupe.engine.data.dataset import DataSpec, prepare_data
+    from loupe.engine.data.labels import LabelRule, Overrides
+    from loupe.engine.data.splits import SplitRule
 
     overrides = Overrides.from_json(data["overrides"]) if data.get("overrides") else None
     spec = DataSpec(

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from engine.errors import CancelledError, TrainingError
-from engine.events import (
+from loupe.engine.core.device import torch_threads
+from loupe.engine.core.errors import CancelledError, TrainingError
+from loupe.engine.core.events import (
     Cancelled,
     CancelToken,
     EventCallback,
@@ -30,13 +31,12 @@ from engine.events import (
     ThrottledCallback,
     ignore_event,
 )
-from engine.training import runs
-from engine.training.builders import build_session, load_run_config, restore_session
-from engine.training.config import TrainConfig
-from engine.training.device import torch_threads
-from engine.training.loop import NonFiniteLoss
-from engine.training.schedule import Cycle, discriminative_lrs
-from engine.training.session import Session
+from loupe.engine.training import runs
+from loupe.engine.training.builders import build_session, load_run_config, restore_session
+from loupe.engine.training.config import TrainConfig
+from loupe.engine.training.loop import NonFiniteLoss
+from loupe.engine.training.schedule import Cycle, discriminative_lrs
+from loupe.engine.training.session import Session
 
 LR_ADVICE = "lower the learning rate (e.g. --lr {lr:g})"
 
@@ -98,7 +98,7 @@ def train(
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
 ) -> TrainResult:
-    """Train on ``prepared`` (engine.dataset.PreparedData) as ``config`` says.
+    """Train on ``prepared`` (loupe.engine.data.dataset.PreparedData) as ``config`` says.
 
     Raises TrainingError (with advice) when training cannot go on, CancelledError when
     ``cancel`` was set; in both cases the last finished epoch's checkpoint is kept.
@@ -107,7 +107,7 @@ def train(
     session: Session | None = None
     try:
         if config.out is not None:
-            from engine.bundle import check_writable
+            from loupe.engine.models.bundle import check_writable
 
             check_writable(config.out)
         seed_everything(config.seed)

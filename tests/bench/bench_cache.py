@@ -21,15 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.cache import ImageCache, presize_for
-from engine.resources import sample_dir
+from loupe.engine.core.resources import sample_dir
+from loupe.engine.data.cache import ImageCache, presize_for
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
 class Item:
-    """What ImageCache reads from engine.scan.ImageItem."""
+    """What ImageCache reads from loupe.engine.data.scan.ImageItem."""
 
     path: Path
     size: int

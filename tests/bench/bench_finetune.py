@@ -6,12 +6,12 @@ openclipart categories) and ``people_vehicles`` (people vs transportation) — t
 things are compared on the SAME train/valid split (Loupe's planner, ``random:0.2``, seed
 42; the run's manifest is checked against it) starting from the SAME ImageNet weights
 (EfficientNet-Lite0 from its installed package, read through Loupe's own
-``engine.weights.load_weights``, so all three use identical tensors):
+``loupe.engine.models.weights.load_weights``, so all three use identical tensors):
 
 - **Loupe**: exactly the issue's command, ``loupe train ROOT --label RULE --size 128
   --epochs 3 --json`` with every other option at its default, run as
-  ``python -m engine train`` in a subprocess with a fresh ``LOUPE_HOME`` (cold scan index
-  and image cache, the weights already in Loupe's store as after the first use). Its wall
+  ``python -m loupe.engine train`` in a subprocess with a fresh ``LOUPE_HOME`` (cold scan
+  index and image cache, the weights already in Loupe's store as after the first use). Its wall
   time is what the user waits: interpreter start, imports, scan, training, bundle.
 - **Plain fine-tuning loop**: what a user would write instead, at its best settings:
   timm's ``tf_efficientnet_lite0`` with the same body weights and a new head, timm's
@@ -76,7 +76,7 @@ def _args() -> argparse.Namespace:
 
 
 def datasets(args: argparse.Namespace) -> list[tuple[str, Path, str]]:
-    from engine.resources import sample_dir
+    from loupe.engine.core.resources import sample_dir
 
     found = [("sample", Path(sample_dir()), "upper")]
     for name in SETS:
@@ -93,8 +93,8 @@ def datasets(args: argparse.Namespace) -> list[tuple[str, Path, str]]:
 
 
 def cli_has_resize() -> bool:
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "loupe.engine", "train", "--help"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
     return "--resize" in out
 
 
@@ -104,7 +104,7 @@ def loupe_run(root: Path, label: str, plan_manifest: dict, args, store: Path,
     home = Path(tempfile.mkdtemp(prefix="loupe-bench-finetune-cli-"))
     shutil.copytree(store, home / "data" / "weights")
     env = {**os.environ, "LOUPE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "engine", "train", str(root), "--label", label,
+    cmd = [sys.executable, "-m", "loupe.engine", "train", str(root), "--label", label,
            "--size", str(args.size), "--epochs", str(args.epochs), *resize_flag, "--json"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -326,12 +326,12 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="loupe-bench-finetune-")
     os.environ["LOUPE_HOME"] = home  # the user's data dir untouched
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from engine.dataset import DataSpec, prepare_data
-    from engine.labels import parse_label_rule
-    from engine.paths import weights_dir
-    from engine.splits import parse_split_rule
-    from engine.training import TrainConfig
-    from engine.weights import find_weights, load_weights
+    from loupe.engine.core.paths import weights_dir
+    from loupe.engine.data.dataset import DataSpec, prepare_data
+    from loupe.engine.data.labels import parse_label_rule
+    from loupe.engine.data.splits import parse_split_rule
+    from loupe.engine.models.weights import find_weights, load_weights
+    from loupe.engine.training import TrainConfig
 
     source = find_weights(ARCH)
     if source is None:

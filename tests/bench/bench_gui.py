@@ -6,7 +6,7 @@ Usage: ``QT_QPA_PLATFORM=offscreen .venv/bin/python tests/bench/bench_gui.py
 Every measurement runs in a fresh process (one shared temporary LOUPE_HOME, so the image
 cache is on disk after the first run, as for a user; QSettings isolated too):
 
-1. **headless**: ``engine.training.train`` on the bundled sample (``upper:animal,food``,
+1. **headless**: ``loupe.engine.training.train`` on the bundled sample (``upper:animal,food``,
    ``random:0.2``), resnet18 from random init, 64 px, fixed epochs and batch size, no Qt.
    images/s = images trained + validated / the epochs' own seconds (the run's history).
 2. **gui**: the same config through ``TrainPage.start_training`` of a shown ``MainWindow``
@@ -18,7 +18,7 @@ cache is on disk after the first run, as for a user; QSettings isolated too):
    during training, which shows what the OS scheduler alone does on this machine (a
    stall seen only by the GUI timer is the app's: GIL or GUI-thread work). Runs
    alternate headless/gui so changes in the machine's load hit both.
-3. **first paint**: ``desktop.app.main()`` (what ``loupe-desktop`` runs) in a subprocess:
+3. **first paint**: ``loupe.desktop.app.main()`` (what ``loupe-desktop`` runs) in a subprocess:
    from just before ``Popen`` to the main window's first Paint event (CLOCK_MONOTONIC is
    shared by processes), reopening on the Start tab and on the Train tab (QSettings, as
    a previous session left it). The app has no measuring switch, so the child wraps
@@ -92,11 +92,11 @@ def throughput(result: Any, prepared: Any, batch_size: int) -> dict[str, float]:
 
 def child_headless(args: argparse.Namespace) -> dict[str, Any]:
     """Measurement 1: the engine alone, as ``loupe train`` runs it."""
-    from engine.dataset import DataSpec, prepare_data
-    from engine.labels import parse_label_rule
-    from engine.resources import sample_dir
-    from engine.splits import parse_split_rule
-    from engine.training import TrainConfig, train
+    from loupe.engine.core.resources import sample_dir
+    from loupe.engine.data.dataset import DataSpec, prepare_data
+    from loupe.engine.data.labels import parse_label_rule
+    from loupe.engine.data.splits import parse_split_rule
+    from loupe.engine.training import TrainConfig, train
 
     spec = DataSpec(sample_dir(), label=parse_label_rule(SAMPLE_LABEL),
                     split=parse_split_rule(SAMPLE_SPLIT))
@@ -163,9 +163,9 @@ def _open_window() -> tuple[Any, Any, list[str]]:
     (a modal dialog would hang an offscreen benchmark)."""
     from PySide6.QtWidgets import QMessageBox
 
-    from desktop.app import create_application
-    from desktop.context import AppContext
-    from desktop.main_window import MainWindow
+    from loupe.desktop.app import create_application
+    from loupe.desktop.context import AppContext
+    from loupe.desktop.main_window import MainWindow
 
     errors: list[str] = []
 
@@ -236,7 +236,7 @@ def _set_last_tab(name: str) -> None:
     """The tab the window reopens on (QSettings, as a previous session left it)."""
     from PySide6.QtCore import QSettings
 
-    from desktop.main_window import TAB_NAMES
+    from loupe.desktop.main_window import TAB_NAMES
 
     settings = QSettings()
     settings.setValue("window/tab", TAB_NAMES.index(name))
@@ -245,7 +245,7 @@ def _set_last_tab(name: str) -> None:
 
 def child_paint() -> None:
     """Measurement 3: run the real ``main()``; print the first paint's monotonic time."""
-    import desktop.app as app_module
+    import loupe.desktop.app as app_module
 
     original = app_module.create_application
 

@@ -90,11 +90,11 @@ def _floor(photo: Path, model, size: int, presize: int):
 def bench_single(work: Path, repeats: int) -> list[tuple[str, float, float, str]]:
     import torch
 
-    from engine.bundle import save_bundle
-    from engine.cam import compute_cam, render_overlay
-    from engine.models import create_model
-    from engine.predict import Predictor
-    from engine.transforms import Preprocessing
+    from loupe.engine.data.transforms import Preprocessing
+    from loupe.engine.inference.cam import compute_cam, render_overlay
+    from loupe.engine.inference.predict import Predictor
+    from loupe.engine.models.bundle import save_bundle
+    from loupe.engine.models.factory import create_model
 
     torch.manual_seed(0)
     photo = _photo(work / "photo_12mp.jpg", 4000, 3000)
@@ -126,8 +126,8 @@ def bench_single(work: Path, repeats: int) -> list[tuple[str, float, float, str]
 
 
 def bench_folder(work: Path, count: int) -> list[tuple[str, float, str]]:
-    from engine.folder import predict_folder
-    from engine.predict import Predictor
+    from loupe.engine.inference.folder import predict_folder
+    from loupe.engine.inference.predict import Predictor
 
     folder = work / "folder"
     folder.mkdir()

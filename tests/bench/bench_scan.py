@@ -62,8 +62,8 @@ def generate(root: Path, count: int) -> float:
 def child(root: str, workers: int | None) -> None:
     """One measured scan, in its own process; prints one JSON line."""
     sys.path.insert(0, str(REPO))
-    from engine import imageio
-    from engine.scan import index_path, scan_folder
+    from loupe.engine.data import imageio
+    from loupe.engine.data.scan import index_path, scan_folder
 
     validated = 0
     real_validate = imageio.validate_image

@@ -106,8 +106,8 @@ def plain_loop(train_items, valid_items, classes, args, threads: int) -> dict:
 
 
 def loupe_run(prepared, args, threads: int) -> dict:
-    from engine.events import EpochEnded, Started
-    from engine.training import TrainConfig, train
+    from loupe.engine.core.events import EpochEnded, Started
+    from loupe.engine.training import TrainConfig, train
 
     marks: list[tuple[float, float]] = []
 
@@ -130,11 +130,11 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="loupe-bench-train-")
     os.environ["LOUPE_HOME"] = home  # a cold cache, and the user's data dir untouched
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from engine.dataset import DataSpec, prepare_data
-    from engine.labels import parse_label_rule
-    from engine.resources import sample_dir
-    from engine.splits import parse_split_rule
-    from engine.training.device import default_threads
+    from loupe.engine.core.device import default_threads
+    from loupe.engine.core.resources import sample_dir
+    from loupe.engine.data.dataset import DataSpec, prepare_data
+    from loupe.engine.data.labels import parse_label_rule
+    from loupe.engine.data.splits import parse_split_rule
 
     root = args.images or sample_dir()
     label = args.label or ("upper" if args.images is None else "parent")

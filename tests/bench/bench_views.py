@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 def bench_reblend(app) -> None:
     import numpy as np
 
-    from desktop.widgets.cam_viewer import CamViewer
+    from loupe.desktop.widgets.cam_viewer import CamViewer
 
     viewer = CamViewer()
     viewer.resize(900, 700)
@@ -52,7 +52,7 @@ def bench_grid(app, folder: Path) -> None:
     from PIL import Image
     from PySide6.QtCore import QElapsedTimer, QTimer
 
-    from desktop.widgets.image_grid import GridItem, ImageGrid
+    from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
 
     paths = []
     for i in range(200):

@@ -77,8 +77,8 @@ def window(qtbot):
     """A shown MainWindow; afterwards its workers must all stop within a minute."""
     from PySide6.QtWidgets import QApplication
 
-    from desktop.context import AppContext
-    from desktop.main_window import MainWindow
+    from loupe.desktop.context import AppContext
+    from loupe.desktop.main_window import MainWindow
 
     context = AppContext()
     win = MainWindow(context)

@@ -1,4 +1,4 @@
-"""desktop.app: the xcb-libraries check, --version, the excepthook and its log file."""
+"""loupe.desktop.app: the xcb-libraries check, --version, the excepthook and its log file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from desktop import app as app_module
-from engine import __version__, paths
+from loupe.desktop import app as app_module
+from loupe.engine import __version__
+from loupe.engine.core import paths
 
 
 def test_missing_xcb_libraries_are_named_with_their_debian_packages(monkeypatch):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from engine.labels import LabelRule
+from loupe.engine.data.labels import LabelRule
 
 
 def test_each_label_kind_keeps_its_own_pattern(qtbot):
-    from desktop.pages.data_editors import LabelRuleEditor
+    from loupe.desktop.pages.data_editors import LabelRuleEditor
 
     editor = LabelRuleEditor()
     qtbot.addWidget(editor)
@@ -24,8 +24,8 @@ def test_each_label_kind_keeps_its_own_pattern(qtbot):
 
 
 def test_rejected_file_names_are_shown_whole(qtbot, tmp_path):
-    from desktop.context import AppContext
-    from desktop.pages.data_page import DataPage
+    from loupe.desktop.context import AppContext
+    from loupe.desktop.pages.data_page import DataPage
     from tests.desktop.views_fixtures import make_dataset
 
     root = make_dataset(tmp_path / "pets", per_class=3)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from desktop import launcher
-from desktop.app import main
-from engine.resources import icon_path
+from loupe.desktop import launcher
+from loupe.desktop.app import main
+from loupe.engine.core.resources import icon_path
 
 
 def _read_entry(path: Path) -> dict[str, str]:
@@ -42,7 +42,7 @@ def test_install_launcher_writes_a_valid_desktop_entry(tmp_path, monkeypatch, ca
     assert exec_args[-1] == "%f"
     program = Path(exec_args[0])
     assert program.is_absolute() and program.parent == Path(sys.executable).parent.absolute()
-    assert os.access(program, os.X_OK) or exec_args[1:3] == ["-m", "desktop.app"]
+    assert os.access(program, os.X_OK) or exec_args[1:3] == ["-m", "loupe.desktop.app"]
     icon = Path(entry["Icon"])
     assert icon.parent == data_home / "icons" / "hicolor" / "256x256" / "apps"
     assert icon.read_bytes() == icon_path().read_bytes()

@@ -11,10 +11,10 @@ from PySide6.QtCore import QByteArray, QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication
 
-from desktop.context import AppContext
-from desktop.main_window import MainWindow
-from engine.project import project_file
-from engine.resources import sample_dir
+from loupe.desktop.context import AppContext
+from loupe.desktop.main_window import MainWindow
+from loupe.engine.core.resources import sample_dir
+from loupe.engine.data.project import project_file
 from tests.desktop.views_fixtures import make_dataset
 
 TINY = {"arch": "resnet18", "size": 32, "freeze_epochs": 0, "pretrained": "none",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from desktop.pages import models_page
-from desktop.pages.models_page import ModelsPage
+from loupe.desktop.pages import models_page
+from loupe.desktop.pages.models_page import ModelsPage
 from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     bundle_file,
     context,
@@ -19,8 +19,8 @@ from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
 
 def make_run(arch: str, errors: list[float], bundle=None):
     """A run folder written with the same engine calls a training session uses."""
-    from engine.training import runs
-    from engine.training.config import TrainConfig
+    from loupe.engine.training import runs
+    from loupe.engine.training.config import TrainConfig
 
     run_dir = runs.new_run_dir(arch)
     runs.write_json(run_dir, "config.json", TrainConfig(arch=arch, epochs=len(errors)).to_json())
@@ -114,8 +114,8 @@ def test_model_summary_follows_the_context(qtbot, context, bundle_file, fresh_pr
 def test_run_curves_have_whole_epoch_ticks_even_for_one_epoch(qtbot, context):  # noqa: F811
     # One epoch: the automatic limits around a single point had no integer in them and
     # the axis showed overlapping ticks 0.945 … 1.050.
-    from desktop.pages.models_data import RunSummary, plot_runs
-    from desktop.widgets.mpl_canvas import MplCanvas
+    from loupe.desktop.pages.models_data import RunSummary, plot_runs
+    from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
     canvas = MplCanvas()
     qtbot.addWidget(canvas)

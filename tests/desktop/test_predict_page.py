@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from desktop.pages.predict_page import PredictPage
+from loupe.desktop.pages.predict_page import PredictPage
 from tests.desktop.test_widgets import send_drop
 from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     bundle_file,
@@ -131,7 +131,7 @@ def test_folder_batch_with_csv(qtbot, page, dataset_root, tmp_path):  # noqa: F8
 
 
 def test_dropping_an_image_on_the_main_window_predicts_it(qtbot, model_context, tmp_path):  # noqa: F811
-    from desktop.main_window import MainWindow
+    from loupe.desktop.main_window import MainWindow
 
     window = MainWindow(model_context)
     qtbot.addWidget(window)
@@ -145,7 +145,7 @@ def test_dropping_an_image_on_the_main_window_predicts_it(qtbot, model_context, 
 
 
 def test_model_calls_from_pages_take_turns(qtbot, page, tmp_path):
-    from desktop.pages.model_use import using_model
+    from loupe.desktop.pages.model_use import using_model
 
     image = make_image(tmp_path / "turns.png", (120, 120, 0), seed=6)
     runner = page._context.runner
@@ -176,8 +176,8 @@ def test_pasting_pixels_predicts_them(qtbot, page):
 
 
 def test_cancelling_a_folder_run_writes_nothing(qtbot, page, dataset_root):  # noqa: F811
-    from desktop.pages.model_use import using_model
-    from engine import paths
+    from loupe.desktop.pages.model_use import using_model
+    from loupe.engine.core import paths
 
     panel = page.folder_panel
     with using_model(page._context.predictor):  # the run waits for the model...
@@ -227,7 +227,7 @@ def cat_photo(tmp_path):
 
 def test_imagenet_model_from_the_empty_state_names_a_cat(qtbot, context, cat_photo,  # noqa: F811
                                                          bundle_file, fresh_predictor):  # noqa: F811
-    from engine.imagenet import imagenet_class_names
+    from loupe.engine.inference.imagenet import imagenet_class_names
 
     assert set(imagenet_class_names()[281:286]) == IMAGENET_CATS
     page = PredictPage(context)
@@ -269,14 +269,14 @@ def test_imagenet_model_from_the_empty_state_names_a_cat(qtbot, context, cat_pho
 
 def test_imagenet_model_unavailable_says_why_without_a_traceback(qtbot, context,  # noqa: F811
                                                                  monkeypatch):
-    import engine.imagenet
-    from engine.errors import WeightsError
+    import loupe.engine.inference.imagenet
+    from loupe.engine.core.errors import WeightsError
 
     def no_weights(*_a, **_k):
         raise WeightsError("no pretrained ImageNet weights for tf_efficientnet_lite0 on this "
                            "machine; the installed ones are listed by `loupe weights list`")
 
-    monkeypatch.setattr(engine.imagenet, "imagenet_predictor", no_weights)
+    monkeypatch.setattr(loupe.engine.inference.imagenet, "imagenet_predictor", no_weights)
     page = PredictPage(context)
     qtbot.addWidget(page)
     with qtbot.waitSignal(context.errorRaised, timeout=30_000) as blocker:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from desktop.pages.results_page import ResultsPage
+from loupe.desktop.pages.results_page import ResultsPage
 from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     bundle_file,
     context,
@@ -107,10 +107,10 @@ def test_a_clicked_cell_lists_its_own_images_while_the_maps_compute(qtbot, analy
 
 def test_cell_lists_images_with_only_two_validation_images(
         qtbot, model_context, tmp_path):  # noqa: F811
-    from engine.dataset import prepare_data
-    from engine.labels import LabelRule
-    from engine.project import Project
-    from engine.splits import SplitRule
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.data.labels import LabelRule
+    from loupe.engine.data.project import Project
+    from loupe.engine.data.splits import SplitRule
     from tests.desktop.views_fixtures import make_dataset
 
     root = make_dataset(tmp_path / "few", per_class=2)
@@ -137,7 +137,7 @@ def test_cell_lists_images_with_only_two_validation_images(
 
 
 def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
-    from engine.project import load_project
+    from loupe.engine.data.project import load_project
 
     page, data = analysed
     ctx = page._context
@@ -183,8 +183,8 @@ def test_retrain_reapplies_labels_then_asks_for_training(qtbot, analysed):
 
 
 def test_test_set_evaluation_counts_looks_and_warns(qtbot, data_context, messages):  # noqa: F811
-    from engine.dataset import prepare_data
-    from engine.splits import SplitRule
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.data.splits import SplitRule
 
     project = data_context.project
     project.split = SplitRule("random", 0.34, test_fraction=0.34)
@@ -229,9 +229,9 @@ def test_confusion_cell_text_contrasts_with_its_cell(qtbot):
     # was drawn white and its (white) count was invisible.
     from matplotlib.colors import to_rgb
 
-    from desktop.pages.results_plots import draw_confusion
-    from desktop.widgets.mpl_canvas import MplCanvas
-    from engine.analysis import ConfusionData
+    from loupe.desktop.pages.results_plots import draw_confusion
+    from loupe.desktop.widgets.mpl_canvas import MplCanvas
+    from loupe.engine.evaluation.analysis import ConfusionData
 
     def luminance(rgb) -> float:
         r, g, b = to_rgb(rgb)
@@ -249,8 +249,8 @@ def test_confusion_cell_text_contrasts_with_its_cell(qtbot):
 
 
 def test_per_class_legend_does_not_cover_the_bars(qtbot):
-    from desktop.pages.results_tables import _draw_prf
-    from desktop.widgets.mpl_canvas import MplCanvas
+    from loupe.desktop.pages.results_tables import _draw_prf
+    from loupe.desktop.widgets.mpl_canvas import MplCanvas
 
     canvas = MplCanvas()
     qtbot.addWidget(canvas)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QFileDialog
 
-import engine.training
-import engine.weights
-import engine.weights_download
-from desktop.pages.train_settings import probe_devices
-from engine.errors import WeightsError
-from engine.training.lr_find import LRFindResult
+import loupe.engine.models.weights
+import loupe.engine.models.weights_download
+import loupe.engine.training
+from loupe.desktop.pages.train_settings import probe_devices
+from loupe.engine.core.errors import WeightsError
+from loupe.engine.training.lr_finder import LRFindResult
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def choose_arch(settings, name: str) -> None:
 def test_picker_lists_installed_weights_first_and_selects_the_best(train_page):
     """The lite models' weights come with the install (isolated caches hold nothing
     else): they lead the list, marked, and the best of them is the default."""
-    from engine.weights import best_installed_arch
+    from loupe.engine.models.weights import best_installed_arch
 
     settings = train_page.settings
     combo = settings.arch
@@ -91,7 +91,7 @@ def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot,
         calls.append(arch)
         raise WeightsError(f"could not download {arch}: offline mode is on")
 
-    monkeypatch.setattr(engine.weights_download, "download_weights", fake_download)
+    monkeypatch.setattr(loupe.engine.models.weights_download, "download_weights", fake_download)
     messages.answer = messages.answer.No
     train_page.download_weights("resnet18")
     qtbot.wait(50)
@@ -115,9 +115,11 @@ def test_import_runs_the_engine_import_in_a_worker_then_refreshes(train_page, qt
         imported.append((path, arch))
         return tmp_path / "store" / "model.safetensors"
 
-    monkeypatch.setattr(engine.weights, "import_weights", fake_import)
-    store = engine.weights.WeightsSource("loupe", weights, "resnet18", origin="test store")
-    monkeypatch.setattr(engine.weights, "find_weights",
+    monkeypatch.setattr(loupe.engine.models.weights, "import_weights", fake_import)
+    store = loupe.engine.models.weights.WeightsSource(
+        "loupe", weights, "resnet18", origin="test store"
+    )
+    monkeypatch.setattr(loupe.engine.models.weights, "find_weights",
                         lambda arch: store if arch == "resnet18" else None)
     choose_arch(train_page.settings, "resnet18")
     train_page.import_weights("resnet18")
@@ -140,7 +142,7 @@ def test_lr_finder_plot_and_click_choose_the_learning_rate(train_page, qtbot, mo
         lrs = [10 ** (-7 + i * 0.08) for i in range(100)]
         return LRFindResult(tuple(lrs), tuple(1.0 - i / 200 for i in range(100)), 3e-3, 1e-2)
 
-    monkeypatch.setattr(engine.training, "lr_find", fake_lr_find)
+    monkeypatch.setattr(loupe.engine.training, "lr_find", fake_lr_find)
     train_page.settings.size.setValue(48)
     with qtbot.waitSignal(train_page.context.runner.idle, timeout=10_000):
         train_page.find_lr()
@@ -166,7 +168,7 @@ def test_training_cannot_start_beside_the_lr_finder_and_stop_cancels_it(train_pa
             cancel.raise_if_cancelled()
             threading.Event().wait(0.01)
 
-    monkeypatch.setattr(engine.training, "lr_find", slow_lr_find)
+    monkeypatch.setattr(loupe.engine.training, "lr_find", slow_lr_find)
     train_page.find_lr()
     qtbot.waitUntil(started.is_set, timeout=10_000)
     assert not train_page.start_button.isEnabled()
@@ -187,7 +189,7 @@ def test_starting_a_run_shows_the_live_curves(train_page, monkeypatch):
         release.wait(10)
         cancel.raise_if_cancelled()
 
-    monkeypatch.setattr(engine.training, "train", blocked_train)
+    monkeypatch.setattr(loupe.engine.training, "train", blocked_train)
     train_page.plots.setCurrentWidget(train_page.lr_plot)  # as after "Find"
     worker = train_page.start_training()
     assert worker is not None
@@ -249,22 +251,22 @@ def test_scan_can_be_cancelled_from_the_data_page(window, qtbot):
 
 
 def test_resize_combo_round_trips_through_the_config_and_locks_while_training(qtbot):
-    from desktop.pages.train_settings import TrainSettings
+    from loupe.desktop.pages.train_settings import TrainSettings
 
     settings = TrainSettings()
     qtbot.addWidget(settings)
     combo = settings.resize_method
     assert [combo.itemText(i) for i in range(combo.count())] == ["Crop", "Squish", "Pad"]
-    assert combo.currentData() == "squish" and settings.config().resize == "squish"
+    assert combo.currentData() == "pad" and settings.config().resize == "pad"  # the default
     assert all(word in combo.toolTip() for word in ("Crop:", "Squish:", "Pad:"))
-    combo.setCurrentIndex(combo.findData("pad"))
+    combo.setCurrentIndex(combo.findData("squish"))
     saved = settings.config().to_json()
-    assert saved["resize"] == "pad"
+    assert saved["resize"] == "squish"
 
     again = TrainSettings()
     qtbot.addWidget(again)
     again.apply_saved(saved)
-    assert again.resize_method.currentData() == "pad" and again.config().resize == "pad"
+    assert again.resize_method.currentData() == "squish" and again.config().resize == "squish"
     old_project = {k: v for k, v in saved.items() if k != "resize"}  # saved before the combo
     again.apply_saved(old_project)
     assert again.config().resize == "crop"

@@ -10,14 +10,14 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFontMetrics, QPalette
 from PySide6.QtWidgets import QApplication
 
-from desktop.widgets import image_grid
-from desktop.widgets.cam_viewer import CamViewer, blend, display_layers
-from desktop.widgets.drop_zone import DropZone
-from desktop.widgets.epoch_table import EpochTable, format_seconds
-from desktop.widgets.image_grid import GridItem, ImageGrid
-from desktop.widgets.mpl_canvas import MplCanvas
-from desktop.widgets.topk_bars import TopKBars
-from engine.events import EpochEnded
+from loupe.desktop.widgets import image_grid
+from loupe.desktop.widgets.cam_viewer import CamViewer, blend, display_layers
+from loupe.desktop.widgets.drop_zone import DropZone
+from loupe.desktop.widgets.epoch_table import EpochTable, format_seconds
+from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
+from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.widgets.topk_bars import TopKBars
+from loupe.engine.core.events import EpochEnded
 from tests.desktop.views_fixtures import make_image
 
 
@@ -199,7 +199,7 @@ def test_drop_zone_sorts_a_real_drop(qtbot, tmp_path):
 
 
 def test_mpl_canvas_recolours_on_a_palette_switch(qtbot):
-    from desktop.theme import dark_palette
+    from loupe.desktop.theme import dark_palette
 
     light = QApplication.palette()
     canvas = MplCanvas()
@@ -242,7 +242,7 @@ def test_hidden_mpl_canvas_renders_only_when_painted(qtbot, monkeypatch):
 
 
 def test_live_chart_legend_avoids_the_lines(qtbot):
-    from desktop.pages.live_chart import LiveChart, Series
+    from loupe.desktop.pages.live_chart import LiveChart, Series
 
     chart = LiveChart("loss")
     qtbot.addWidget(chart)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from desktop.workers import PROGRESS_PER_SECOND, WorkerRunner
-from engine.errors import DatasetError
-from engine.events import EpochEnded, Finished, Progress, Started
+from loupe.desktop.workers import PROGRESS_PER_SECOND, WorkerRunner
+from loupe.engine.core.errors import DatasetError
+from loupe.engine.core.events import EpochEnded, Finished, Progress, Started
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Fixtures for the Results, Predict and Models page tests: tiny data, a tiny bundle.
 
 The bundle is a real ``.loupe`` file (timm resnet18, 2 classes, random weights, 64 px)
-written by ``engine.bundle.save_bundle``, so the pages load it the way a user's model
+written by ``loupe.engine.models.bundle.save_bundle``, so the pages load it the way a user's model
 is loaded. Images are small PNGs made with Pillow, two colours of classes so a model
 has something to tell apart.
 """
@@ -44,8 +44,8 @@ def write_bundle(path: Path, seed: int = 0) -> Path:
     """A real bundle: resnet18 with a 2-class head, random weights, 64 px input."""
     import torch
 
-    from engine.bundle import save_bundle
-    from engine.models import create_model
+    from loupe.engine.models.bundle import save_bundle
+    from loupe.engine.models.factory import create_model
 
     torch.manual_seed(seed)
     model = create_model("resnet18", len(CLASSES))
@@ -72,7 +72,7 @@ def dataset_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def context(qtbot):
     """A real AppContext; its workers are stopped politely after the test."""
-    from desktop.context import AppContext
+    from loupe.desktop.context import AppContext
 
     ctx = AppContext()
     yield ctx
@@ -82,7 +82,7 @@ def context(qtbot):
 @pytest.fixture(scope="session")
 def loaded_bundle(bundle_file):
     """The bundle loaded once per session (through the real loader)."""
-    from engine.bundle import load_bundle
+    from loupe.engine.models.bundle import load_bundle
 
     return load_bundle(bundle_file)
 
@@ -92,7 +92,7 @@ def fresh_predictor(loaded_bundle):
     """A Predictor with its own copy of the model: tests may hook it or change it."""
     import copy
 
-    from engine.predict import Predictor
+    from loupe.engine.inference.predict import Predictor
 
     meta = loaded_bundle.meta
     return Predictor(copy.deepcopy(loaded_bundle.model), classes=meta.classes,
@@ -110,10 +110,10 @@ def model_context(context, bundle_file, fresh_predictor):
 @pytest.fixture
 def data_context(model_context, dataset_root):
     """Model plus the prepared dataset (parent labels, 50 % validation)."""
-    from engine.dataset import prepare_data
-    from engine.labels import LabelRule
-    from engine.project import Project
-    from engine.splits import SplitRule
+    from loupe.engine.data.dataset import prepare_data
+    from loupe.engine.data.labels import LabelRule
+    from loupe.engine.data.project import Project
+    from loupe.engine.data.splits import SplitRule
 
     project = Project(dataset_root, label=LabelRule("parent"), split=SplitRule("random", 0.5))
     model_context.project = project

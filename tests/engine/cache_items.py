@@ -1,4 +1,4 @@
-"""The smallest thing the image cache accepts: what it reads from engine.scan.ImageItem."""
+"""The smallest thing the image cache accepts: what it reads from engine.data.scan.ImageItem."""
 
 from __future__ import annotations
 

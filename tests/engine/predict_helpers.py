@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine.predict import Predictor
-from engine.transforms import Preprocessing
+from loupe.engine.data.transforms import Preprocessing
+from loupe.engine.inference.predict import Predictor
 
 PLAIN = Preprocessing(size=32, presize=37, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -105,8 +105,9 @@ def make_bundle(
     The head gets random weights too, as a trained model's would have: a new head starts
     at zero (every class equally likely), which would make every prediction identical.
     """
-    from engine.bundle import save_bundle
-    from engine.models import create_model, head_parameters
+    from loupe.engine.models.anatomy import head_parameters
+    from loupe.engine.models.bundle import save_bundle
+    from loupe.engine.models.factory import create_model
 
     torch.manual_seed(seed)
     model = create_model(arch, len(classes))

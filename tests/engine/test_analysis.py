@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.analysis import analyze, collect_outputs
-from engine.analysis_plots import write_report
-from engine.errors import DatasetError
-from engine.events import WarningEvent
-from engine.labels import LabelledItem
-from engine.scan import ImageItem
+from loupe.engine.core.errors import DatasetError
+from loupe.engine.core.events import WarningEvent
+from loupe.engine.data.labels import LabelledItem
+from loupe.engine.data.scan import ImageItem
+from loupe.engine.evaluation.analysis import analyze, collect_outputs
+from loupe.engine.evaluation.analysis_plots import write_report
 from tests.engine.predict_helpers import ColourNet, predictor_for
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
@@ -135,7 +135,7 @@ def test_tsne_without_scikit_learn_says_how_to_install(tmp_path, colour_predicto
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "sklearn" else real(name, *a))
-    from engine.errors import ConfigError
+    from loupe.engine.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="scikit-learn"):
         analyze(colour_predictor, _validation_set(tmp_path), cam_method=None, embedding="tsne")
@@ -204,8 +204,8 @@ def test_an_image_cache_of_the_models_method_gives_the_files_inputs_and_boxes(
     and the map's box still comes from the picture's own shape (a square cache has none)."""
     import torch
 
-    from engine.cache import ImageCache
-    from engine.transforms import Preprocessing
+    from loupe.engine.data.cache import ImageCache
+    from loupe.engine.data.transforms import Preprocessing
     from tests.engine.predict_helpers import save_noise
 
     pre = Preprocessing.for_size(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize=resize)

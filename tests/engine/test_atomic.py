@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import atomic
+from loupe.engine.core import atomic
 
 
 def test_atomic_json_round_trip_leaves_no_temp_files(tmp_path):

@@ -1,4 +1,4 @@
-"""engine.bundle: exact round trip, and a specific error for every kind of hostile file.
+"""engine.models.bundle: exact round trip, and a specific error for every kind of hostile file.
 
 The pickle canaries would create a file when unpickled; each test asserts the file is
 still absent, so "no code ran" is checked, not assumed.
@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
-from engine import bundle, models
-from engine.errors import ConfigError, ModelFileError
-from engine.transforms import Preprocessing
+from loupe.engine.core.errors import ConfigError, ModelFileError
+from loupe.engine.data.transforms import Preprocessing
+from loupe.engine.models import bundle, factory
 
 CLASSES = ["cat", "dog", "newt"]
 
@@ -27,7 +27,7 @@ def trained(tmp_path_factory) -> tuple[torch.nn.Module, dict, Path]:
     """A resnet18 with 3 classes and non-default BN statistics, saved as a bundle (once)."""
     tmp_path = tmp_path_factory.mktemp("bundle")
     torch.manual_seed(0)
-    model = models.create_model("resnet18", len(CLASSES))
+    model = factory.create_model("resnet18", len(CLASSES))
     model.train()
     with torch.no_grad():
         model(torch.rand(4, 3, 32, 32))  # moves BN running stats away from the defaults
@@ -99,7 +99,7 @@ def test_read_bundle_meta_reads_only_the_header(trained, tmp_path):
 
 
 def test_multi_label_thresholds_round_trip(tmp_path):
-    model = models.create_model("resnet18", 2).eval()
+    model = factory.create_model("resnet18", 2).eval()
     meta = {"architecture": "resnet18", "classes": ["a", "b"], "multi_label": True,
             "thresholds": [0.3, 0.7], "preprocessing": Preprocessing.for_size(32).to_json()}
     loaded = bundle.load_bundle(bundle.save_bundle(tmp_path / "m.loupe", model, meta))

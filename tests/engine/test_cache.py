@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import cache as cache_mod
-from engine.cache import ImageCache, cache_key, presize_for
-from engine.errors import CancelledError, ConfigError, DatasetError
-from engine.events import CancelToken, Finished, Progress, Started, WarningEvent
+from loupe.engine.core.errors import CancelledError, ConfigError, DatasetError
+from loupe.engine.core.events import CancelToken, Finished, Progress, Started, WarningEvent
+from loupe.engine.data import cache as cache_mod
+from loupe.engine.data.cache import ImageCache, cache_key, presize_for
 from tests.engine.cache_items import Item, item_for
 
 

@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine.cam import (
+from loupe.engine.core.errors import ConfigError
+from loupe.engine.data.imageio import load_rgb
+from loupe.engine.data.transforms import Preprocessing
+from loupe.engine.inference.cam import (
     CAM_METHODS,
     CamResult,
     colormap_lut,
@@ -20,10 +23,7 @@ from engine.cam import (
     save_overlay,
     top_activating,
 )
-from engine.errors import ConfigError
-from engine.imageio import load_rgb
-from engine.predict import Predictor
-from engine.transforms import Preprocessing
+from loupe.engine.inference.predict import Predictor
 from tests.engine.predict_helpers import (
     ColourNet,
     make_bundle,
@@ -295,7 +295,7 @@ def test_top_activating_images_for_a_channel(tmp_path):
 def test_filter_mosaic_tiles_every_filter_in_place():
     import numpy as np
 
-    from engine.activations import filter_mosaic
+    from loupe.engine.inference.activations import filter_mosaic
 
     filters = np.random.default_rng(0).random((10, 3, 3, 3))
     mosaic = filter_mosaic(filters, columns=4, pad=1)

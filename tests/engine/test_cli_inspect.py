@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.labels import Overrides
-from engine.project import Project
+from loupe.engine.cli import main
+from loupe.engine.data.labels import Overrides
+from loupe.engine.data.project import Project
 from tests.engine.test_dataset import make_folder, write_image
 
 

@@ -9,7 +9,7 @@ import pickle
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from loupe.engine.cli import main
 from tests.engine.predict_helpers import make_bundle, save_noise, save_rotated_jpeg
 
 

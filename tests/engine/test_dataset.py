@@ -1,4 +1,4 @@
-"""The scan → label → split pipeline and the inspect report (engine/dataset.py)."""
+"""The scan → label → split pipeline and the inspect report (engine/data/dataset.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.dataset import DataSpec, inspect_report, prepare_data
-from engine.errors import CancelledError, DatasetError
-from engine.events import CancelToken, Progress, WarningEvent
-from engine.labels import LabelRule, Overrides
-from engine.splits import SplitRule
+from loupe.engine.core.errors import CancelledError, DatasetError
+from loupe.engine.core.events import CancelToken, Progress, WarningEvent
+from loupe.engine.data.dataset import DataSpec, inspect_report, prepare_data
+from loupe.engine.data.labels import LabelRule, Overrides
+from loupe.engine.data.splits import SplitRule
 
 
 def write_image(path: Path, color=(200, 30, 30), size=(24, 20), fmt: str | None = None) -> Path:

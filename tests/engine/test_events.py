@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import CancelledError
-from engine.events import CancelToken, Finished, Progress, ThrottledCallback
+from loupe.engine.core.errors import CancelledError
+from loupe.engine.core.events import CancelToken, Finished, Progress, ThrottledCallback
 
 
 def test_cancel_token_raises_once_set():

@@ -11,9 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.errors import ConfigError, LoupeError
-from engine.export import export_onnx, export_torchscript, read_sidecar, require_onnx
-from engine.predict import Predictor
+from loupe.engine.core.errors import ConfigError, LoupeError
+from loupe.engine.inference.export import (
+    export_onnx,
+    export_torchscript,
+    read_sidecar,
+    require_onnx,
+)
+from loupe.engine.inference.predict import Predictor
 from tests.engine.predict_helpers import make_bundle, save_noise
 
 

@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 
-from engine.errors import CancelledError
-from engine.events import CancelToken, Progress
-from engine.folder import copy_without_overwrite, predict_folder, safe_folder_name
+from loupe.engine.core.errors import CancelledError
+from loupe.engine.core.events import CancelToken, Progress
+from loupe.engine.inference.folder import copy_without_overwrite, predict_folder, safe_folder_name
 from tests.engine.predict_helpers import BiasNet, ColourNet, predictor_for, save_colour
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)

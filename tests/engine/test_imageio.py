@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from engine import imageio
-from engine.errors import DatasetError
-from engine.imageio import (
+from loupe.engine.core.errors import DatasetError
+from loupe.engine.data import imageio
+from loupe.engine.data.imageio import (
     BACKGROUND,
     DEFAULT_MAX_PIXELS,
     UnreadableImage,

@@ -1,4 +1,4 @@
-"""Labelling rules, the CSV rule and per-file overrides (engine/labels.py)."""
+"""Labelling rules, the CSV rule and per-file overrides (engine/data/labels.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError, DatasetError
-from engine.labels import (
-    LabelRule,
-    Overrides,
-    apply_label_rule,
-    parse_label_rule,
-)
+from loupe.engine.core.errors import ConfigError, DatasetError
+from loupe.engine.data.labels import LabelRule, Overrides, apply_label_rule, parse_label_rule
 
 
 def make_scan(root: Path, files, *, mtimes: dict[str, int] | None = None):
     """A ScanResult over real files under ``root``; ``files`` maps rel -> bytes (or is a
     list of rels, each given distinct bytes). Labels/splits only need the item facts."""
-    from engine.scan import ImageItem, ScanResult
+    from loupe.engine.data.scan import ImageItem, ScanResult
 
     if not isinstance(files, dict):
         files = {rel: f"content of {rel}".encode() for rel in files}

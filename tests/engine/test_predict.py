@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cache import ImageCache, presize_for
-from engine.errors import CancelledError, ConfigError, DatasetError
-from engine.events import CancelToken, Progress
-from engine.predict import Predictor
-from engine.training.batches import BatchLoader
-from engine.transforms import Preprocessing, normalize
+from loupe.engine.core.errors import CancelledError, ConfigError, DatasetError
+from loupe.engine.core.events import CancelToken, Progress
+from loupe.engine.data.cache import ImageCache, presize_for
+from loupe.engine.data.transforms import Preprocessing, normalize
+from loupe.engine.inference.predict import Predictor
+from loupe.engine.training.batches import BatchLoader
 from tests.engine.cache_items import Item, item_for
 from tests.engine.predict_helpers import (
     BiasNet,
@@ -105,7 +105,7 @@ def test_thresholds_must_match_classes():
 
 def test_from_file_matches_the_validation_transform(tmp_path):
     """A file scores exactly as validation scores it: same loader, same crop, same stats."""
-    from engine.transforms import eval_tensor_from_path, normalize
+    from loupe.engine.data.transforms import eval_tensor_from_path, normalize
 
     bundle = make_bundle(tmp_path / "m.loupe", size=64)
     image = save_noise(tmp_path / "x.png", size=(97, 80))
@@ -199,7 +199,7 @@ def test_a_bundle_predicts_with_its_own_resize_method_exactly_as_validation(tmp_
     predictor = Predictor.from_file(bundle, warm_up=False)
     pre = predictor.preprocessing
     assert pre.resize == resize
-    # the validation side, built as engine.training.session.Session builds it
+    # the validation side, built as loupe.engine.training.session.Session builds it
     cache = ImageCache(presize_for(32, resize), disk_dir=tmp_path / "spill", resize=resize)
     loader = BatchLoader(cache.get, [_Labelled(item_for(p)) for p in images], torch.zeros(2),
                          batch_size=2, train=False, resize=resize)

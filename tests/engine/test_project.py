@@ -1,4 +1,4 @@
-"""Projects: JSON under the user data dir, never in the image folder (engine/project.py)."""
+"""Projects: JSON under the user data dir, never in the image folder (engine/data/project.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import paths
-from engine.errors import ConfigError
-from engine.labels import LabelRule, Overrides
-from engine.project import (
+from loupe.engine.core import paths
+from loupe.engine.core.errors import ConfigError
+from loupe.engine.data.labels import LabelRule, Overrides
+from loupe.engine.data.project import (
     Project,
     add_recent,
     forget_recent,
@@ -18,7 +18,7 @@ from engine.project import (
     project_file,
     recent_projects,
 )
-from engine.splits import SplitRule
+from loupe.engine.data.splits import SplitRule
 
 
 @pytest.fixture

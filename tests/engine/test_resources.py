@@ -1,9 +1,10 @@
 """Bundled resources: found from the checkout and from an installed wheel; the sample set.
 
 The wheel test builds the real wheel from a copy of the project (so no build/ or
-egg-info lands in the checkout), unzips it as an installer would, and imports Loupe from
-there in a subprocess with ``-S`` (no site-packages, so neither the editable install nor
-the checkout can answer) and a working directory outside the checkout.
+egg-info lands in the checkout), checks that it claims no top-level name but ``loupe``,
+unzips it as an installer would, and imports Loupe from there in a subprocess with ``-S``
+(no site-packages, so neither the editable install nor the checkout can answer) and a
+working directory outside the checkout.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine import resources
+from loupe.engine.core import resources
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -30,7 +31,7 @@ def _sample_images(folder: Path) -> list[Path]:
 
 
 def test_resources_found_from_checkout():
-    assert resources.resources_root() == REPO / "resources"
+    assert resources.resources_root() == REPO / "resources"  # editable: the checkout's folder
     assert resources.sample_dir() == REPO / "resources" / "samples"
     assert len(_sample_images(resources.sample_dir())) >= 300
     with Image.open(resources.icon_path()) as icon:
@@ -75,10 +76,10 @@ def _copy_project(dest: Path) -> Path:
 
 
 _PROBE = """
-import json, engine, engine.resources as r
+import json, loupe.engine, loupe.engine.core.resources as r
 root, samples = r.resources_root(), r.sample_dir()
 print(json.dumps({
-    "engine": engine.__file__,
+    "engine": loupe.engine.__file__,
     "root": str(root),
     "samples": str(samples),
     "images": sorted(p.name for p in samples.iterdir() if p.suffix == ".png"),
@@ -99,7 +100,15 @@ def test_resources_found_from_installed_wheel(tmp_path):
     (wheel,) = dist.glob("loupe-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
+        top_level = {name.split("/", 1)[0] for name in zf.namelist()}
+        dist_info = next(name for name in top_level if name.endswith(".dist-info"))
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
         zf.extractall(site)
+    # Only Loupe's own name in site-packages: no generic engine/desktop/resources.
+    assert top_level == {"loupe", dist_info}
+    assert not (site / "loupe" / "__init__.py").exists()  # a namespace: nothing to shadow
+    assert "loupe = loupe.engine.cli:main" in entry_points
+    assert "loupe-desktop = loupe.desktop.app:main" in entry_points
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     probe = subprocess.run(
@@ -109,9 +118,9 @@ def test_resources_found_from_installed_wheel(tmp_path):
     )
     assert probe.returncode == 0, probe.stderr
     found = json.loads(probe.stdout)
-    assert Path(found["engine"]).is_relative_to(site)
-    assert Path(found["root"]) == site / "resources"
-    assert Path(found["samples"]) == site / "resources" / "samples"
+    assert Path(found["engine"]) == site / "loupe" / "engine" / "__init__.py"
+    assert Path(found["root"]) == site / "loupe" / "resources"
+    assert Path(found["samples"]) == site / "loupe" / "resources" / "samples"
     checkout = sorted(p.name for p in _sample_images(REPO / "resources" / "samples"))
     assert found["images"] == checkout
     assert found["icon"] is True

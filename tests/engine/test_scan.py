@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import imageio
-from engine.errors import CancelledError, DatasetError
-from engine.events import Cancelled, CancelToken, Finished, Progress, Started
-from engine.scan import ImageItem, index_path, scan_folder
+from loupe.engine.core.errors import CancelledError, DatasetError
+from loupe.engine.core.events import Cancelled, CancelToken, Finished, Progress, Started
+from loupe.engine.data import imageio
+from loupe.engine.data.scan import ImageItem, index_path, scan_folder
 from tests.engine.test_imageio import (
     noisy_rgb,
     truncated_copy,

@@ -1,4 +1,4 @@
-"""Splits and their warnings (engine/splits.py)."""
+"""Splits and their warnings (engine/data/splits.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from engine.errors import ConfigError, DatasetError
-from engine.labels import LabelRule, apply_label_rule
-from engine.splits import (
+from loupe.engine.core.errors import ConfigError, DatasetError
+from loupe.engine.data.labels import LabelRule, apply_label_rule
+from loupe.engine.data.splits import (
     SplitRule,
     date_from_name,
     find_leaks,

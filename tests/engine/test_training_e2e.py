@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.dataset import DataSpec, prepare_data
-from engine.labels import parse_label_rule
-from engine.resources import sample_dir
-from engine.splits import parse_split_rule
-from engine.training import TrainConfig, evaluate, lr_find, train
-from engine.training.lr_find import plot_lr_find
+from loupe.engine.cli import main
+from loupe.engine.core.resources import sample_dir
+from loupe.engine.data.dataset import DataSpec, prepare_data
+from loupe.engine.data.labels import parse_label_rule
+from loupe.engine.data.splits import parse_split_rule
+from loupe.engine.training import TrainConfig, evaluate, lr_find, train
+from loupe.engine.training.lr_finder import plot_lr_find
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_the_bundled_sample_actually_learns():
     assert last["train_loss"] < first["train_loss"] - 0.1
     assert last["error_rate"] <= 0.3
     assert last["error_rate"] < chance_error - 0.1
-    from engine.bundle import load_bundle
+    from loupe.engine.models.bundle import load_bundle
 
     loaded = load_bundle(result.bundle_path)
     assert loaded.meta.classes == prepared.plan.classes
@@ -98,8 +98,8 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     code, out, _ = _cli(capsys, "evaluate", str(out_file), str(colours), "--test-fraction", "0.2")
     assert "valid set" in out and "precision" in out and "test-set looks" not in out
 
-    from engine.bundle import read_bundle_meta
-    from engine.training.evaluate import test_looks
+    from loupe.engine.models.bundle import read_bundle_meta
+    from loupe.engine.training.scoring import test_looks
 
     run = Path(read_bundle_meta(out_file).training["run_dir"])
     assert json.loads((run / "run.json").read_text())["test_looks"] == 2
@@ -137,7 +137,7 @@ def test_cli_train_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_res
     import os
     import signal
 
-    from engine.training import loop as loop_module
+    from loupe.engine.training import loop as loop_module
 
     real_step, calls = loop_module.train_step, []
 

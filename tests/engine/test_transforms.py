@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cache import ImageCache, presize_for
-from engine.errors import ConfigError, DatasetError
-from engine.imageio import load_rgb
-from engine.stats import IMAGENET_MEAN, IMAGENET_STD, MIN_STD, compute_mean_std
-from engine.transforms import (
+from loupe.engine.core.errors import ConfigError, DatasetError
+from loupe.engine.data.cache import ImageCache, presize_for
+from loupe.engine.data.imageio import load_rgb
+from loupe.engine.data.stats import IMAGENET_MEAN, IMAGENET_STD, MIN_STD, compute_mean_std
+from loupe.engine.data.transforms import (
     Preprocessing,
     eval_tensor_from_cached,
     eval_tensor_from_image,

@@ -1,4 +1,4 @@
-"""engine.weight_layouts: foreign layouts renamed to timm's keys, proven by outputs.
+"""loupe.engine.models.weight_layouts: foreign layouts renamed to timm's keys, proven by outputs.
 
 A renaming that only produces the right names proves little (two BNs of one block have the
 same shape), so each torchvision pair is checked by equal logits, and lukemelas' layout by
@@ -17,8 +17,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from engine.errors import WeightsError
-from engine.weight_layouts import detect_layout, to_timm_state
+from loupe.engine.core.errors import WeightsError
+from loupe.engine.models.weight_layouts import detect_layout, to_timm_state
 
 
 @pytest.fixture(autouse=True)

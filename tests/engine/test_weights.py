@@ -1,4 +1,4 @@
-"""engine.weights: fake caches with random weights prove discovery order and exact loading.
+"""engine.models.weights: fake caches with random weights prove discovery order and exact loading.
 
 conftest.py points LOUPE_HOME, HF_HOME, HF_HUB_CACHE and TORCH_HOME at an empty temp
 folder per test, so every cache here is one the test built.
@@ -18,8 +18,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from engine import models, weights, weights_download
-from engine.errors import WeightsError
+from loupe.engine.core.errors import WeightsError
+from loupe.engine.models import factory, weights, weights_download
 
 
 def _random_state(arch: str = "resnet18", seed: int = 0) -> dict[str, torch.Tensor]:
@@ -106,7 +106,7 @@ def test_torchvision_cache_is_found_and_fits_timm_resnet():
     assert source.path.name == "resnet18-f37072fd.pth"
     loaded = weights.load_weights(source)
     assert torch.equal(loaded["layer4.1.bn2.running_mean"], state["layer4.1.bn2.running_mean"])
-    model = models.create_model("resnet18", 4, pretrained_state=loaded)
+    model = factory.create_model("resnet18", 4, pretrained_state=loaded)
     assert torch.equal(model.state_dict()["conv1.weight"], state["conv1.weight"])
 
 
@@ -118,7 +118,7 @@ def test_torchvision_regnet_is_converted_to_timm_names(tmp_path):
     torch.save(state, folder / "regnet_y_1_6gf-0d7bc02a.pth")
     loaded = weights.load_weights(weights.find_weights("regnety_016"))
     assert torch.equal(loaded["stem.conv.weight"], state["stem.0.weight"])
-    models.create_model("regnety_016", 2, pretrained_state=loaded)  # strict on the body
+    factory.create_model("regnety_016", 2, pretrained_state=loaded)  # strict on the body
 
 
 def test_priority_is_store_then_hf_then_torchvision():
@@ -236,7 +236,7 @@ def test_download_without_network_fails_fast_and_clearly(monkeypatch, blocked_ne
 def test_cli_list_import_and_download(tmp_path, capsys, blocked_network):
     import argparse
 
-    from engine.cli import weights_cmd
+    from loupe.engine.cli import weights_cmd
 
     parser = argparse.ArgumentParser(prog="loupe")
     weights_cmd.register(parser.add_subparsers(dest="command"))
@@ -259,8 +259,8 @@ def test_cli_list_import_and_download(tmp_path, capsys, blocked_network):
 
 
 def test_download_progress_reports_bytes_and_honours_cancel():
-    from engine.errors import CancelledError
-    from engine.events import CancelToken, Progress
+    from loupe.engine.core.errors import CancelledError
+    from loupe.engine.core.events import CancelToken, Progress
 
     events: list = []
     cancel = CancelToken()

@@ -1,0 +1,121 @@
+"""Where torch runs and how: device choice, mixed precision, memory layout, threads.
+
+CUDA first, then Apple's MPS, then the CPU, unless the user names one. On CUDA we use
+automatic mixed precision (bf16 when the card supports it, which needs no loss scaling;
+otherwise fp16 with a GradScaler), channels_last (faster convolutions on tensor cores),
+pinned host memory and non-blocking copies. On the CPU we train in fp32: CPU autocast
+is slower than fp32 on most desktop processors. Training and prediction both resolve their
+device here, which is why it sits in ``core`` and not in ``training``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from loupe.engine.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The resolved device and the speed features that go with it."""
+
+    device: torch.device
+    name: str
+    amp_dtype: torch.dtype | None
+    use_scaler: bool
+    channels_last: bool
+    pin_memory: bool
+
+    @property
+    def kind(self) -> str:
+        return self.device.type
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for forward passes (a no-op when AMP is off)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def make_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler that is active only for fp16 on CUDA."""
+        return torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "device": self.kind,
+            "device_name": self.name,
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "channels_last": self.channels_last,
+        }
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve_device(preference: str = "auto") -> DeviceInfo:
+    """Pick the device for ``preference`` ('auto', 'cpu', 'cuda', 'mps').
+
+    Asking for a device this machine lacks is an error naming what is available, not a
+    silent fall-back: the user asked for it.
+    """
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available.insert(0, "cuda")
+    if _mps_available():
+        available.insert(-1, "mps")
+    if preference == "auto":
+        preference = available[0]
+    if preference not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {preference!r} is not one of: auto, cpu, cuda, mps")
+    if preference not in available:
+        raise ConfigError(
+            f"device {preference!r} is not available on this machine; "
+            f"available: auto, {', '.join(available)}"
+        )
+    if preference == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return DeviceInfo(
+            device=torch.device("cuda"),
+            name=torch.cuda.get_device_name(0),
+            amp_dtype=torch.bfloat16 if bf16 else torch.float16,
+            use_scaler=not bf16,
+            channels_last=True,
+            pin_memory=True,
+        )
+    if preference == "mps":
+        return DeviceInfo(torch.device("mps"), "Apple GPU (MPS)", None, False, False, False)
+    return DeviceInfo(torch.device("cpu"), _cpu_name(), None, False, False, False)
+
+
+def _cpu_name() -> str:
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count() or 1} cores)"
+
+
+def default_threads() -> int:
+    """All cores but one: the GUI thread must keep a core to stay responsive."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Set torch's intra-op thread count for the duration, then restore it.
+
+    ``threads == 0`` means :func:`default_threads`. Restoring matters because the
+    desktop runs training in-process and the rest of the app shares torch's pool.
+    """
+    wanted = threads or default_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        torch.set_num_threads(previous)

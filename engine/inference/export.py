@@ -1,0 +1,255 @@
+"""Export a bundle to ONNX (dynamic batch) or TorchScript, with a parity check and a sidecar.
+
+Exported models that score worse outside the training tool are the top complaint about
+Teachable Machine and Lobe. So every ONNX export is checked: the same images go through
+PyTorch and onnxruntime, and the largest absolute difference between their logits is
+reported. A JSON sidecar next to the ``.onnx`` (same name, ``.json``) carries the classes,
+thresholds and the exact preprocessing, so the model can be fed the same input elsewhere.
+
+onnx and onnxruntime are the optional extra ``loupe[onnx]``; without them the export says
+how to install them. The legacy TorchScript-based ONNX exporter is used (``dynamo=False``):
+it needs no extra package (the dynamo exporter needs onnxscript) and handles every timm
+CNN and ViT we ship.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loupe.engine.core.atomic import atomic_write_json
+from loupe.engine.core.errors import ConfigError, LoupeError
+from loupe.engine.core.events import EventCallback, Finished, Started, WarningEvent, ignore_event
+
+if TYPE_CHECKING:
+    import torch
+
+    from loupe.engine.inference.predict import Predictor
+
+INSTALL_HINT = (
+    'ONNX export needs the optional packages onnx and onnxruntime: pip install "loupe[onnx]" '
+    "(in a source checkout: .venv/bin/pip install onnx onnxruntime)"
+)
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+SIDECAR_FORMAT = "loupe-onnx-sidecar"
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and how closely it matches PyTorch."""
+
+    path: Path
+    sidecar: Path | None
+    max_abs_diff: float | None
+    checked: int
+    tolerance: float
+
+    @property
+    def parity_ok(self) -> bool:
+        return self.max_abs_diff is not None and self.max_abs_diff <= self.tolerance
+
+
+def require_onnx() -> tuple[Any, Any]:
+    """Import onnx and onnxruntime, or raise a LoupeError that says how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise LoupeError(f"{INSTALL_HINT} (missing: {err.name})") from None
+    return onnx, onnxruntime
+
+
+def export_onnx(
+    predictor: Predictor,
+    path: str | Path,
+    *,
+    check_images: Sequence[str | Path] = (),
+    check_count: int = 4,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = DEFAULT_TOLERANCE,
+    on_event: EventCallback = ignore_event,
+) -> ExportResult:
+    """Write ``path`` (.onnx) and its sidecar; check parity on a few images.
+
+    ``check_images`` are real pictures to compare on (through the same preprocessing);
+    without them, ``check_count`` seeded random pictures are used. The batch dimension is
+    dynamic, and the check runs the whole batch at once, which exercises that.
+    """
+    onnx, ort = require_onnx()
+    path = Path(path).expanduser()
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"ONNX file {path} must end in .onnx")
+    on_event(Started("export", info={"format": "onnx", "path": str(path)}))
+    tmp = _temp_next_to(path)
+    try:
+        _torch_onnx_export(predictor, tmp, opset)
+        onnx.checker.check_model(str(tmp))
+        batch = _check_batch(predictor, check_images, check_count)
+        diff = _parity(predictor, ort, tmp, batch)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sidecar = atomic_write_json(sidecar_path(path), sidecar_json(predictor, diff, len(batch)))
+    result = ExportResult(path, sidecar, diff, len(batch), tolerance)
+    if not result.parity_ok:
+        on_event(WarningEvent(
+            "export-parity",
+            f"ONNX and PyTorch logits differ by up to {diff:.2e} (tolerance {tolerance:.0e})",
+        ))
+    on_event(Finished("export", {"path": str(path), "max_abs_diff": diff}))
+    return result
+
+
+def _temp_next_to(path: Path) -> Path:
+    """An empty temp file in ``path``'s folder (same file system, so os.replace is atomic).
+
+    An unwritable destination is a plain error naming the file, not a traceback.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise LoupeError(f"cannot write {path}: {err.strerror or err}") from err
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def sidecar_path(onnx_path: Path) -> Path:
+    return onnx_path.with_suffix(".json")
+
+
+def _torch_onnx_export(predictor: Predictor, path: Path, opset: int) -> None:
+    import torch
+
+    size = predictor.preprocessing.size
+    dummy = torch.zeros(1, 3, size, size, device=predictor.device)
+    with warnings.catch_warnings():
+        # The legacy exporter announces its deprecation; it is our deliberate choice.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(
+                predictor.model,
+                (dummy,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as err:
+            raise LoupeError(
+                f"ONNX export of {predictor.arch or 'the model'} failed (opset {opset}): {err}"
+            ) from err
+
+
+def _check_batch(
+    predictor: Predictor, images: Sequence[str | Path], count: int
+) -> torch.Tensor:
+    """Normalized inputs for the parity check, through the prediction preprocessing
+    (``Predictor.prepare``: the bundle's own resize method)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if images:
+        return torch.stack([predictor.prepare(p).tensor for p in images])
+    if count < 1:
+        raise ConfigError(f"the parity check needs at least one image, got {count}")
+    rng = np.random.default_rng(0)
+    size = predictor.preprocessing.presize + 7
+    pictures = [
+        Image.fromarray(rng.integers(0, 256, (size, size + 5, 3), dtype=np.uint8))
+        for _ in range(count)
+    ]
+    return torch.stack([predictor.prepare(p).tensor for p in pictures])
+
+
+def _parity(predictor: Predictor, ort: Any, path: Path, batch: torch.Tensor) -> float:
+    """Largest absolute difference between PyTorch and onnxruntime logits on ``batch``."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = predictor.logits(batch).numpy()
+    (onnx_logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.cpu().numpy()})
+    import numpy as np
+
+    return float(np.max(np.abs(onnx_logits - reference)))
+
+
+def sidecar_json(predictor: Predictor, max_abs_diff: float | None, checked: int) -> dict:
+    """Everything needed to feed the model and read its output outside Loupe."""
+    pre = predictor.preprocessing
+    return {
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "architecture": predictor.arch,
+        "classes": list(predictor.classes),
+        "multi_label": predictor.multi_label,
+        "thresholds": [predictor.thresholds[c] for c in predictor.classes]
+        if predictor.multi_label
+        else None,
+        "preprocessing": pre.to_json(),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, pre.size, pre.size],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "resize": pre.resize,
+            "recipe": (
+                f"apply EXIF orientation; convert to RGB; {pre.recipe()}; scale to 0..1; "
+                "subtract mean and divide by std per channel"
+            ),
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "activation": "sigmoid" if predictor.multi_label else "softmax",
+        },
+        "parity": {"max_abs_diff": max_abs_diff, "images": checked},
+    }
+
+
+def export_torchscript(predictor: Predictor, path: str | Path) -> Path:
+    """A traced TorchScript file (``torch.jit.load`` elsewhere), plus the same sidecar.
+
+    Optional: PyTorch has deprecated TorchScript in favour of ``torch.export``; ONNX is the
+    portable format we recommend. Kept for runtimes that still load TorchScript (LibTorch).
+    """
+    import torch
+
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in (".pt", ".ts", ".torchscript"):
+        raise ConfigError(f"TorchScript file {path} must end in .pt, .ts or .torchscript")
+    size = predictor.preprocessing.size
+    dummy = torch.zeros(1, 3, size, size, device=predictor.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(predictor.model, dummy)
+    tmp_name = str(_temp_next_to(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, still works
+            torch.jit.save(traced, tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    atomic_write_json(path.with_suffix(".json"), sidecar_json(predictor, None, 0))
+    return path
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """Load a sidecar written by :func:`export_onnx` (for tools and tests)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("format") != SIDECAR_FORMAT:
+        raise ConfigError(f"{path} is not a Loupe ONNX sidecar")
+    return data

@@ -1,0 +1,198 @@
+"""Score a saved bundle on the validation set, or — only when asked — the locked test set.
+
+The test set exists to give one honest number at the end. Every look at it is counted
+(in the run record when the bundle's run folder is on this machine, else in a per-bundle
+record in the data dir) and a second look is flagged: choosing models by their test score
+turns the test set into another validation set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loupe.engine.core import paths
+from loupe.engine.core.atomic import atomic_write_json
+from loupe.engine.core.device import resolve_device
+from loupe.engine.core.errors import ConfigError, DatasetError
+from loupe.engine.core.events import CancelToken, EventCallback, WarningEvent, ignore_event
+from loupe.engine.training import runs
+from loupe.engine.training.batches import BatchLoader
+from loupe.engine.training.loop import Scores, per_sample_loss
+from loupe.engine.training.report import build_report
+from loupe.engine.training.setup import build_targets
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Scores of one bundle on one set; ``test_looks`` counts looks at the test set."""
+
+    bundle_path: Path
+    split: str
+    n_images: int
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]] | None
+    top_losses: list[dict[str, Any]]
+    test_looks: int | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": str(self.bundle_path), "split": self.split, "n_images": self.n_images,
+            "metrics": self.metrics, "per_class": self.per_class, "confusion": self.confusion,
+            "top_losses": self.top_losses, "test_looks": self.test_looks,
+            "warnings": list(self.warnings),
+        }
+
+
+def evaluate(
+    bundle_path: Path | str,
+    prepared: Any,
+    *,
+    test: bool = False,
+    device: str = "auto",
+    batch_size: int = 32,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> EvaluationResult:
+    """Score ``bundle_path`` on ``prepared``'s valid set, or its test set if ``test``."""
+    from loupe.engine.models.bundle import load_bundle
+
+    bundle_path = Path(bundle_path)
+    loaded = load_bundle(bundle_path)
+    meta = loaded.meta
+    split = "test" if test else "valid"
+    items = prepared.plan.test if test else prepared.plan.valid
+    if not items:
+        hint = " (make one with --test-fraction, e.g. 0.1)" if test else ""
+        raise DatasetError(f"the {split} set of {prepared.spec.root} is empty{hint}")
+    _check_classes(items, meta.classes, bundle_path)
+    scores = _score(loaded.model, meta, items, device, batch_size, cancel)
+    thresholds = meta.thresholds or (0.5,) * len(meta.classes)
+    report = build_report(
+        scores, items, meta.classes, multi_label=meta.multi_label, thresholds=thresholds
+    )
+    metrics = dict(report["metrics"])
+    metrics["loss"] = metrics.pop("valid_loss", float("nan"))
+    looks: int | None = None
+    warnings: tuple[str, ...] = ()
+    if test:
+        looks = record_test_look(bundle_path, meta.training)
+        if looks > 1:
+            message = (
+                f"the test set has now been looked at {looks} times with this model; "
+                "only the first look is an unbiased estimate — use the validation set to "
+                "compare models"
+            )
+            warnings = (message,)
+            on_event(WarningEvent("test-set-reused", message))
+    return EvaluationResult(
+        bundle_path=bundle_path, split=split, n_images=len(items), metrics=metrics,
+        per_class=report["per_class"], confusion=report["confusion"],
+        top_losses=report["top_losses"], test_looks=looks, warnings=warnings,
+    )
+
+
+def _check_classes(items: Any, classes: tuple[str, ...], bundle_path: Path) -> None:
+    unknown = sorted({label for li in items for label in li.labels} - set(classes))
+    if unknown:
+        raise DatasetError(
+            f"model {bundle_path.name} does not know the class(es) {', '.join(unknown)}; "
+            f"it was trained on: {', '.join(classes)}"
+        )
+
+
+@torch.no_grad()
+def _score(model, meta, items, device: str, batch_size: int, cancel) -> Scores:
+    """Per-sample logits and losses, with exactly the bundle's preprocessing."""
+    from loupe.engine.data.cache import ImageCache
+
+    prep = meta.preprocessing
+    dev = resolve_device(device)
+    model = model.to(dev.device).eval()
+    cache = ImageCache(prep.presize, resize=prep.resize)
+    targets = build_targets(items, meta.classes, meta.multi_label)
+    loader = BatchLoader(cache.get, items, targets, batch_size=batch_size, train=False,
+                         eval_presize=prep.presize, resize=prep.resize)
+    mean = torch.tensor(prep.mean, device=dev.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=dev.device).view(1, 3, 1, 1)
+    logits = []
+    with loader.epoch(0, prep.size) as batches:
+        for xb, _yb, _ in batches:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            x = (xb.to(dev.device).float() - mean) / std
+            with dev.autocast():
+                logits.append(model(x).float().cpu())
+    all_logits = torch.cat(logits)
+    return Scores(all_logits, targets, per_sample_loss(all_logits, targets, meta.multi_label))
+
+
+def _looks_run_dir(training: dict[str, Any]) -> Path | None:
+    """The bundle's run folder when it exists on this machine (the count lives there)."""
+    run_dir = Path(training["run_dir"]) if training.get("run_dir") else None
+    return run_dir if run_dir is not None and (run_dir / "config.json").is_file() else None
+
+
+def _looks_record(bundle_path: Path) -> Path:
+    """Where looks are counted for a bundle whose run folder is not on this machine."""
+    from loupe.engine.models.weights import sha256_file
+
+    return paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
+
+
+def test_looks(bundle_path: Path, **_worker_kwargs: Any) -> int:
+    """How many times the test set was evaluated with this bundle, without counting one.
+
+    Reads where :func:`record_test_look` writes; a missing or unreadable record counts
+    as 0. Extra keyword arguments (``on_event``/``cancel`` from a GUI worker) are ignored:
+    this is a couple of small file reads.
+    """
+    from loupe.engine.models.bundle import read_bundle_meta
+
+    bundle_path = Path(bundle_path)
+    run_dir = _looks_run_dir(read_bundle_meta(bundle_path).training)
+    if run_dir is not None:
+        return int(runs.read_record(run_dir).get("test_looks", 0))
+    record = _looks_record(bundle_path)
+    if not record.is_file():
+        return 0
+    try:
+        return int(runs.read_json(record.parent, record.name).get("test_looks", 0))
+    except (ConfigError, ValueError, OSError, AttributeError):
+        return 0
+
+
+# A library function, not a pytest test (its name starts with "test").
+test_looks.__test__ = False  # type: ignore[attr-defined]
+
+
+def record_test_look(bundle_path: Path, training: dict[str, Any]) -> int:
+    """Count one more look at the test set; return the new total.
+
+    The count goes into the bundle's run record (run.json) when that run folder exists
+    here, else into ``data_dir()/test_looks/<sha256 of the bundle>.json``.
+    """
+    run_dir = _looks_run_dir(training)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if run_dir is not None:
+        record = runs.read_record(run_dir)
+        looks = int(record.get("test_looks", 0)) + 1
+        runs.update_record(
+            run_dir, test_looks=looks, test_look_times=[*record.get("test_look_times", []), stamp]
+        )
+        return looks
+    path = _looks_record(bundle_path)
+    record = runs.read_json(path.parent, path.name) if path.is_file() else {}
+    looks = int(record.get("test_looks", 0)) + 1
+    atomic_write_json(
+        path,
+        {"bundle": str(bundle_path), "test_looks": looks,
+         "test_look_times": [*record.get("test_look_times", []), stamp]},
+    )
+    return looks
