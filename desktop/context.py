@@ -15,8 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from loupe.desktop.workers import EngineWorker, WorkerRunner
-from loupe.engine.core.errors import DatasetError, LoupeError
+from loupe.desktop.workers import Task, TaskRunner
+from loupe.engine.core.errors import LoupeError, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -36,50 +36,36 @@ class DataState:
     prepared: Any = None  # loupe.engine.data.dataset.PreparedData, when train/valid are usable
 
 
+def _data_state(stages: Any) -> DataState:
+    """The engine's pipeline result (``engine.data.dataset.DataStages``) as the page's state."""
+    error = str(stages.error) if stages.error is not None else ""
+    return DataState(stages.scan, stages.labelling, stages.plan, error, stages.prepared)
+
+
 def label_and_split(
     scan: Any, spec: Any, *, on_event: Any = None, cancel: Any = None
 ) -> DataState:
-    """Label and split an existing scan; a rule or split that fails is reported in the
-    state (the page shows it next to the editor) instead of raised."""
-    from loupe.engine.data.dataset import PreparedData
-    from loupe.engine.data.labels import apply_label_rule
-    from loupe.engine.data.splits import make_split
+    """Label and split an existing scan (``engine.data.dataset.prepare_stages``); a rule or
+    split that fails is reported in the state (the page shows it next to the editor)
+    instead of raised."""
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.data.dataset import prepare_stages
 
-    labelling = apply_label_rule(scan, spec.label, spec.overrides)
-    if not labelling.labelled:
-        return DataState(scan, labelling, error=f"The rule {spec.label.spec!r} labels no image.")
-    try:
-        plan = make_split(labelling, spec.split, cancel=cancel)
-    except DatasetError as exc:
-        return DataState(scan, labelling, error=str(exc))
-    prepared = PreparedData(spec=spec, scan=scan, labelling=labelling, plan=plan)
-    return DataState(scan, labelling, plan, prepared=prepared)
+    return _data_state(
+        prepare_stages(spec, scan=scan, on_event=on_event or ignore_event, cancel=cancel)
+    )
 
 
 def scan_and_prepare(spec: Any, *, on_event: Any, cancel: Any) -> DataState:
-    """Scan the folder (progress, cancel), then :func:`label_and_split`."""
-    from loupe.engine.data.scan import scan_folder
+    """Scan the folder (progress, cancel), then label and split it, as the engine's
+    ``prepare_data`` does (``prepare_stages``: the same steps, stopping where it fails)."""
+    from loupe.engine.data.dataset import prepare_stages
 
-    root = Path(spec.root)
-    if not root.is_dir():
-        raise DatasetError(f"folder not found: {root}")
-    scan = scan_folder(root, max_pixels=spec.max_pixels, on_event=on_event, cancel=cancel)
-    if not scan.items:
-        return DataState(scan, error=f"No usable images in {root}.")
-    return label_and_split(scan, spec, cancel=cancel)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A message for a dialog: engine errors verbatim (they name the file or value)."""
-    if isinstance(exc, LoupeError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or exc}: {exc.filename}"
-    return f"{type(exc).__name__}: {exc}"
+    return _data_state(prepare_stages(spec, on_event=on_event, cancel=cancel))
 
 
 class AppContext(QObject):
-    """Shared state: project, prepared data, model, training flag, the worker runner.
+    """Shared state: project, prepared data, model, training flag, the task runner.
 
     ``prepared`` is set only when the data can be trained on; ``data`` always holds the
     latest scan/labelling/split, including a rule that labels nothing (with ``error``).
@@ -92,7 +78,7 @@ class AppContext(QObject):
     trainingFinished = Signal(dict)
     statusMessage = Signal(str)
     errorRaised = Signal(str, str)
-    # A folder scan started (the worker): the Data page shows its progress and Cancel.
+    # A folder scan started (its Task): the Data page shows its progress and Cancel.
     scanStarted = Signal(object)
     # Scan/labelling/split results changed, usable or not (``data``): the Data page.
     dataChanged = Signal()
@@ -101,9 +87,10 @@ class AppContext(QObject):
     # pages defer what needs them until then.
     engineReady = Signal()
 
-    def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
+    def __init__(self, runner: TaskRunner | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        self.runner = runner or WorkerRunner(self)
+        self.runner = runner or TaskRunner(self)
+        self.runner.set_error_reporter(self.report_error)  # a failed task: the dialog
         self.project: Any = None  # loupe.engine.data.project.Project
         self.prepared: Any = None  # loupe.engine.data.dataset.PreparedData
         self.model_path: Path | None = None
@@ -112,12 +99,9 @@ class AppContext(QObject):
         self.engine_ready = False
         self.data = DataState()
         self.project_warnings: list[str] = []
-        self.scan_worker: EngineWorker | None = None
-        self._relabel_worker: EngineWorker | None = None
-        self._model_worker: EngineWorker | None = None
 
     # Projects and data --------------------------------------------------------------
-    def open_folder(self, path: Path | str, label_spec: str | None = None) -> EngineWorker:
+    def open_folder(self, path: Path | str, label_spec: str | None = None) -> Task:
         """Make ``path`` the current project (its saved settings, or defaults) and scan it.
 
         ``label_spec`` applies only to a folder without a saved project (the sample's
@@ -145,58 +129,49 @@ class AppContext(QObject):
         # showed its files, counts and "Ready: N images" under the new folder's name
         # until the scan finished, and for good when the scan was cancelled.
         self.set_data(DataState())
-        worker = self.scan()
+        task = self.scan()
         self.save_project()  # also puts the folder at the top of the recent list
         self.recentChanged.emit()
-        return worker
+        return task
 
-    def open_sample(self) -> EngineWorker:
+    def open_sample(self) -> Task:
         """The bundled sample with lesson 1's rule: upper-case first letter = animal."""
         from loupe.engine.core.resources import sample_dir
 
         return self.open_folder(sample_dir(), label_spec=SAMPLE_LABEL_SPEC)
 
-    def scan(self) -> EngineWorker:
-        """Scan the project folder, then label and split it, in a worker."""
-        if self.scan_worker is not None and self.scan_worker.outcome in ("pending", "running"):
-            self.scan_worker.cancel()
-        worker = self.runner.start(scan_and_prepare, self.project.data_spec(), name="scan")
-        worker.finished.connect(lambda state, w=worker: self._on_data(w, state))
-        worker.errored.connect(lambda exc: self.report_error("Cannot read the folder", exc))
-        worker.cancelled.connect(lambda w=worker: self._on_scan_cancelled(w))
-        self.scan_worker = worker
-        self.scanStarted.emit(worker)
-        return worker
+    def scan(self) -> Task:
+        """Scan the project folder, then label and split it, in a task.
 
-    def _on_scan_cancelled(self, worker: EngineWorker) -> None:
-        # A scan superseded by a newer one (another folder opened) is not news to the user.
-        if worker is self.scan_worker:
-            self.statusMessage.emit("Scan cancelled")
+        A newer scan (another folder opened) supersedes a running one, silently; an edit
+        still being applied to the previous scan is dropped too.
+        """
+        self.runner.drop("relabel", owner=self)
+        task = self.runner.start(
+            scan_and_prepare, self.project.data_spec(), owner=self, kind="scan",
+            on_result=self._on_scanned, on_cancel=lambda: self.statusMessage.emit(
+                "Scan cancelled"), error_title="Cannot read the folder")
+        self.scanStarted.emit(task)
+        return task
 
-    def relabel(self) -> EngineWorker | None:
+    def cancel_scan(self) -> None:
+        self.runner.cancel("scan", owner=self)
+
+    def _on_scanned(self, state: DataState) -> None:
+        self.runner.drop("relabel", owner=self)  # an edit of the previous scan's rules
+        self.set_data(state)
+
+    def relabel(self) -> Task | None:
         """Re-apply the project's (edited) label and split rules to the last scan.
 
         Cheap for small folders, but the split hashes files to find leaks, so it runs in a
-        worker; a newer edit cancels an older one and only the newest result is used.
+        task; a newer edit supersedes an older one, whose result is then never used.
         """
         if self.project is None or self.data.scan is None:
             return None
-        if self._relabel_worker is not None and self._relabel_worker.outcome == "running":
-            self._relabel_worker.cancel()
-        worker = self.runner.start(
-            label_and_split, self.data.scan, self.project.data_spec(), name="relabel"
-        )
-        worker.finished.connect(lambda state, w=worker: self._on_data(w, state))
-        worker.errored.connect(lambda exc: self.report_error("Cannot apply the rules", exc))
-        self._relabel_worker = worker
-        return worker
-
-    def _on_data(self, worker: EngineWorker, state: DataState) -> None:
-        if worker is not self.scan_worker and worker is not self._relabel_worker:
-            return  # superseded by a newer scan or edit
-        if worker is self.scan_worker and self._relabel_worker is not None:
-            self._relabel_worker = None
-        self.set_data(state)
+        return self.runner.start(
+            label_and_split, self.data.scan, self.project.data_spec(), owner=self,
+            kind="relabel", on_result=self.set_data, error_title="Cannot apply the rules")
 
     def set_data(self, state: DataState) -> None:
         """New scan/labelling/split results; ``dataPrepared`` when they are usable."""
@@ -223,17 +198,18 @@ class AppContext(QObject):
             return None
 
     # Models -------------------------------------------------------------------------
-    def set_model(self, path: Path | str) -> EngineWorker:
-        """Load a model bundle in a worker; ``modelChanged`` once it is ready."""
+    def set_model(self, path: Path | str) -> Task:
+        """Load a model bundle in a task; ``modelChanged`` once it is ready. A newer
+        load supersedes one still running (the last model asked for wins)."""
         from loupe.engine.inference.predict import Predictor
 
         path = Path(path)
-        worker = self.runner.start(Predictor.from_file, path, events=False, name="load-model")
-        worker.finished.connect(lambda predictor: self.set_predictor(path, predictor))
-        worker.errored.connect(lambda exc: self.report_error(f"Cannot load {path.name}", exc))
-        self._model_worker = worker
+        task = self.runner.start(
+            Predictor.from_file, path, events=False, owner=self, kind="load-model",
+            on_result=lambda predictor: self.set_predictor(path, predictor),
+            error_title=f"Cannot load {path.name}")
         self.statusMessage.emit(f"Loading model {path.name}…")
-        return worker
+        return task
 
     def set_predictor(self, path: Path, predictor: Any) -> None:
         self.model_path = Path(path)
@@ -246,7 +222,7 @@ class AppContext(QObject):
             self.engine_ready = True
             self.engineReady.emit()
 
-    # Training state (the Train page owns the worker) --------------------------------
+    # Training state (the Train page owns the task) ----------------------------------
     def set_training(self, running: bool) -> None:
         if running != self.training_running:
             self.training_running = running

@@ -37,6 +37,7 @@ from loupe.desktop.pages.results_page import ResultsPage
 from loupe.desktop.pages.start_page import StartPage
 from loupe.desktop.pages.train_page import TrainPage
 from loupe.desktop.routing import classify_paths, local_paths
+from loupe.engine.core.formats import BUNDLE_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,8 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(50, lambda: self._start_up(sample, folder))
 
     def _start_up(self, sample: bool, folder: Path | None) -> None:
-        warm = self.context.runner.start(_warm_up, events=False, name="warm-up")
-        warm.finished.connect(self._on_device)
-        warm.errored.connect(self._on_device_error)
+        self.context.runner.start(_warm_up, events=False, owner=self, kind="warm-up",
+                                  on_result=self._on_device, on_error=self._on_device_error)
         if folder is not None:
             self.context.open_folder(folder)
             self.tabs.setCurrentWidget(self.data_page)
@@ -184,6 +184,7 @@ class MainWindow(QMainWindow):
         self.context.mark_engine_ready()
 
     def _on_device_error(self, exc: BaseException) -> None:
+        """Not a dialog at start-up: the status bar says it, and training reports it."""
         self.device_label.setText("Device: unavailable")
         self.device_label.setToolTip(str(exc))
         self.context.mark_engine_ready()  # pages report their own errors from here on
@@ -200,7 +201,7 @@ class MainWindow(QMainWindow):
 
     def choose_model(self) -> None:
         name, _ = QFileDialog.getOpenFileName(
-            self, "Open a Loupe model", "", "Loupe models (*.loupe)"
+            self, "Open a Loupe model", "", f"Loupe models (*{BUNDLE_SUFFIX})"
         )
         if name:
             self.context.set_model(Path(name))
@@ -302,9 +303,9 @@ class MainWindow(QMainWindow):
         if self.tabs.currentWidget() is self.train_page:
             self.tabs.setCurrentWidget(self.results_page)
 
-    def _on_scan_started(self, worker: Any) -> None:
+    def _on_scan_started(self, task: Any) -> None:
         self.state_label.setText("Scanning…")
-        worker.done.connect(lambda: self._on_training_state(self.context.training_running))
+        task.done.connect(lambda: self._on_training_state(self.context.training_running))
 
     def _on_project_changed(self) -> None:
         project = self.context.project
@@ -379,7 +380,7 @@ class MainWindow(QMainWindow):
         settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Ask while training; then cancel every worker and close once they stopped.
+        """Ask while training; then cancel every task and close once they stopped.
 
         The wait is asynchronous (the runner's ``idle`` signal closes the window), so the
         window keeps painting while training finishes its batch and saves its checkpoint.

@@ -11,9 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QUrl
 
-# The image types the scanner accepts (issue 2); content is sniffed later by the engine.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-MODEL_SUFFIX = ".loupe"
+from loupe.engine.core.formats import BUNDLE_SUFFIX, IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class DropPlan:
 
 def classify_paths(paths: list[Path]) -> DropPlan:
     """A model file wins, then images (all of them), then the first folder."""
-    model = next((p for p in paths if p.suffix.lower() == MODEL_SUFFIX and p.is_file()), None)
+    model = next((p for p in paths if p.suffix.lower() == BUNDLE_SUFFIX and p.is_file()), None)
     images = tuple(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     folder = next((p for p in paths if p.is_dir()), None)
     used = {model, folder, *images}

@@ -36,12 +36,12 @@ def wait_until(app, predicate: Callable[[], bool], timeout: float, what: str) ->
 
 
 def settle(app, window, seconds: float = 0.6, *, idle: bool = True) -> None:
-    """Let workers (unless ``idle`` is False), thumbnail loads and redraws finish."""
-    from loupe.desktop.widgets.image_grid import thumbnail_pool
-
+    """Let tasks (unless ``idle`` is False), thumbnail loads and redraws finish."""
+    runner = window.context.runner
     if idle:
-        wait_until(app, lambda: not window.context.runner.active(), 600, "background work")
-    thumbnail_pool().waitForDone(30_000)
+        wait_until(app, lambda: not runner.active(), 600, "background work")
+    wait_until(app, lambda: not any(t.kind == "thumbnails" for t in runner.active()), 30,
+               "thumbnails")
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
@@ -146,10 +146,9 @@ def run(out: Path, epochs: int, size: int, only: str = "") -> None:
         raise SystemExit(f"screenshots: training did not start: {ctx_errors}")
     wait_until(app, lambda: train.table.row_count() >= 1, 600, "the first epoch")
     shoot(app, window, out, "train-running", idle=False)
-    wait_until(app, lambda: worker.outcome != "running" and worker.outcome != "pending",
-               1800, "training to finish")
-    if worker.outcome != "finished":
-        raise SystemExit(f"screenshots: training {worker.outcome}: {ctx_errors}")
+    wait_until(app, lambda: not worker.state.active, 1800, "training to finish")
+    if worker.state.value != "finished":
+        raise SystemExit(f"screenshots: training {worker.state.value}: {ctx_errors}")
     wait_until(app, lambda: context.predictor is not None, 120, "the model to load")
     window.tabs.setCurrentWidget(train)
     shoot(app, window, out, "train")

@@ -45,7 +45,7 @@ from loupe.desktop.pages.data_views import (
 )
 from loupe.desktop.widgets.drop_zone import DropZone
 from loupe.desktop.widgets.image_grid import ImageGrid
-from loupe.desktop.workers import EngineWorker
+from loupe.desktop.workers import Task
 from loupe.engine.core.errors import LoupeError
 from loupe.engine.core.events import Progress
 
@@ -70,7 +70,6 @@ class DataPage(QWidget):
     def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.context = context
-        self._scan_worker: EngineWorker | None = None
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -177,7 +176,7 @@ class DataPage(QWidget):
             QHeaderView.ResizeMode.Stretch)
         counts_layout.addWidget(self.chart, 3)
         counts_layout.addWidget(self.counts_table, 2)
-        self.samples = ImageGrid(thumb_size=112)
+        self.samples = ImageGrid(runner=self.context.runner, thumb_size=112)
         self.rejected_model = RejectedModel(self)
         self.rejected_table = _table(self.rejected_model)
         self.rejected_table.horizontalHeader().setSectionResizeMode(  # names not cut to "…"
@@ -202,25 +201,21 @@ class DataPage(QWidget):
         if self.context.project is not None:
             self.context.scan()
 
-    def _on_scan_started(self, worker: EngineWorker) -> None:
-        self._scan_worker = worker
+    def _on_scan_started(self, task: Task) -> None:
+        """Progress and Cancel for this scan; a superseded scan says nothing more, so the
+        newest one hides them when it ends."""
         self.progress.setRange(0, 0)
         self._set_scanning(True)
-        worker.event.connect(self._on_scan_event)
-        worker.done.connect(lambda w=worker: self._on_scan_done(w))
+        task.event.connect(self._on_scan_event)
+        task.done.connect(lambda: self._set_scanning(False))
 
     def _on_scan_event(self, event: Any) -> None:
         if isinstance(event, Progress) and event.total:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
 
-    def _on_scan_done(self, worker: EngineWorker) -> None:
-        if worker is self._scan_worker:
-            self._set_scanning(False)
-
     def cancel_scan(self) -> None:
-        if self._scan_worker is not None:
-            self._scan_worker.cancel()
+        self.context.cancel_scan()
 
     def _set_scanning(self, scanning: bool) -> None:
         self.progress.setVisible(scanning)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.engine.core.formats import BUNDLE_SUFFIX
 
 ONNX_INSTALL_HINT = (
     "ONNX export needs the optional packages 'onnx' and 'onnxruntime'.\n\n"
@@ -23,7 +24,7 @@ ONNX_INSTALL_HINT = (
     "or, in a source checkout:  .venv/bin/pip install '.[onnx]'\n\n"
     "then choose Export ONNX again (no restart needed)."
 )
-BUNDLE_FILTER = "Loupe models (*.loupe);;All files (*)"
+BUNDLE_FILTER = f"Loupe models (*{BUNDLE_SUFFIX});;All files (*)"
 
 
 @dataclass(frozen=True)

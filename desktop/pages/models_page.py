@@ -44,6 +44,8 @@ from loupe.desktop.pages.models_data import (
 )
 from loupe.desktop.widgets.epoch_table import EpochTable
 from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.workers import ignore_error
+from loupe.engine.core.formats import BUNDLE_SUFFIX
 
 __all__ = ["ModelsPage", "RunSummary", "onnx_available"]
 
@@ -61,7 +63,6 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self._context = context
         self._runs: list[RunSummary] = []
-        self._runs_worker: Any = None
         self._build()
         context.modelChanged.connect(self._show_model)
         context.trainingFinished.connect(lambda _result: self.refresh_runs())
@@ -164,11 +165,13 @@ class ModelsPage(QWidget):
             first = f" (short side resized to {pre.presize} first)" if pre.resize == "crop" else ""
             lines.append(f"input {pre.size}×{pre.size} px · resize: {pre.resize}{first}")
         self.model_label.setText("<br>".join(lines))
-        worker = self._context.runner.start(training_summary, Path(path), name="model-meta")
-        worker.finished.connect(lambda text: self._add_summary(path, text))
+        # An extra line only: a bundle whose header cannot be read shows without it. A
+        # newer model's line supersedes this one.
+        self._context.runner.start(training_summary, Path(path), owner=self, kind="model-meta",
+                                   on_result=self._add_summary, on_error=ignore_error)
 
-    def _add_summary(self, path: Path, text: str) -> None:
-        if text and path == self._context.model_path:
+    def _add_summary(self, text: str) -> None:
+        if text:
             self.model_label.setText(f"{self.model_label.text()}<br>{text}")
 
     def load_model(self, path: Path) -> None:
@@ -187,18 +190,19 @@ class ModelsPage(QWidget):
             self._context.errorRaised.emit("No model", "There is no model to save yet.")
             return
         target = Path(target)
-        if target.suffix.lower() != ".loupe":
-            target = target.with_name(target.name + ".loupe")
-        worker = self._context.runner.start(copy_bundle, Path(source), target, name="save-model")
-        worker.finished.connect(self._on_saved)
-        worker.errored.connect(lambda exc: self._context.errorRaised.emit("Save failed", str(exc)))
+        if target.suffix.lower() != BUNDLE_SUFFIX:
+            target = target.with_name(target.name + BUNDLE_SUFFIX)
+        self._context.runner.start(copy_bundle, Path(source), target, owner=self,
+                                   kind="save-model", supersede=False,
+                                   on_result=self._on_saved, error_title="Save failed")
 
     def _on_saved(self, path: Path) -> None:
         self._context.statusMessage.emit(f"Model saved to {path}")
         self.modelSaved.emit(Path(path))
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model as", "model.loupe", BUNDLE_FILTER)
+        path, _ = QFileDialog.getSaveFileName(self, "Save model as", f"model{BUNDLE_SUFFIX}",
+                                              BUNDLE_FILTER)
         if path:
             self.save_model(Path(path))
 
@@ -218,11 +222,9 @@ class ModelsPage(QWidget):
             target = target.with_name(target.name + ".onnx")
         prepared = self._context.prepared
         check = [li.item.path for li in prepared.plan.valid[:4]] if prepared is not None else []
-        worker = self._context.runner.start(
-            export_with_parity, predictor, target, check, name="export-onnx")
-        worker.finished.connect(self._on_exported)
-        worker.errored.connect(
-            lambda exc: self._context.errorRaised.emit("ONNX export failed", str(exc)))
+        self._context.runner.start(
+            export_with_parity, predictor, target, check, owner=self, kind="export-onnx",
+            supersede=False, on_result=self._on_exported, error_title="ONNX export failed")
         self._context.statusMessage.emit(f"Exporting to {target}…")
         return True
 
@@ -246,19 +248,14 @@ class ModelsPage(QWidget):
 
     # -- runs -------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
-        """Re-read the runs folder in a worker; only the newest refresh is shown."""
-        worker = self._context.runner.start(load_run_summaries, name="list-runs")
-        worker.finished.connect(lambda summaries: self._on_runs(worker, summaries))
-        self._runs_worker = worker
-        worker.errored.connect(
-            lambda exc: self._context.errorRaised.emit("Could not list runs", str(exc)))
+        """Re-read the runs folder in a task; a newer refresh supersedes it."""
+        self._context.runner.start(load_run_summaries, owner=self, kind="list-runs",
+                                   on_result=self._on_runs, error_title="Could not list runs")
 
     def runs(self) -> list[RunSummary]:
         return list(self._runs)
 
-    def _on_runs(self, worker: Any, summaries: list[RunSummary]) -> None:
-        if worker is not self._runs_worker:
-            return
+    def _on_runs(self, summaries: list[RunSummary]) -> None:
         keep = {run.run_id for run in self.selected_runs()}
         self._runs = list(summaries)
         table = self.runs_table

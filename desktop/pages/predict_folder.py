@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from loupe.desktop.workers import Task, TaskState
 from loupe.engine.core.events import Finished, Progress, Started
 
 ROW_LIMIT = 5000  # rows shown in the table; the CSV always has all of them
@@ -54,7 +55,6 @@ class FolderPanel(QWidget):
     def __init__(self, context: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._context = context
-        self._worker: Any = None
         self._folder: Path | None = None
         self._result: Any = None
         self.title = QLabel("", self)
@@ -85,18 +85,16 @@ class FolderPanel(QWidget):
         self.save_button.clicked.connect(self._ask_save)
 
     def is_running(self) -> bool:
-        return self._worker is not None
+        return self._context.runner.is_running("predict-folder", owner=self)
 
     def result(self) -> Any:
         return self._result
 
-    def start(self, folder: Path, *, topk: int = 3, predictor: Any = None) -> None:
-        """Predict every image under ``folder`` in a worker (a running batch is cancelled);
+    def start(self, folder: Path, *, topk: int = 3, predictor: Any = None) -> Task:
+        """Predict every image under ``folder`` in a task (a running batch is superseded);
         ``predictor`` is the Predict page's active model (default: the context's)."""
         from loupe.engine.core import paths
 
-        if self._worker is not None:
-            self._worker.cancel()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         csv_path = paths.cache_dir() / "predictions" / f"{folder.name or 'folder'}-{stamp}.csv"
         self._result = None
@@ -107,18 +105,14 @@ class FolderPanel(QWidget):
         self.progress.setRange(0, 0)
         self.cancel_button.setEnabled(True)
         self.save_button.setEnabled(False)
-        worker = self._context.runner.start(
+        return self._context.runner.start(
             _predict_folder_locked, predictor or self._context.predictor, folder, csv_path,
-            topk=topk, name="predict-folder")
-        worker.event.connect(self._on_event)
-        worker.finished.connect(lambda result: self._on_finished(worker, result))
-        worker.errored.connect(lambda exc: self._on_errored(worker, exc))
-        worker.cancelled.connect(lambda: self._on_cancelled(worker))
-        self._worker = worker
+            topk=topk, owner=self, kind="predict-folder", on_event=self._on_event,
+            on_result=self._on_finished, on_done=self._on_done,
+            error_title="Folder prediction failed")
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        if self._context.runner.cancel("predict-folder", owner=self):
             self.cancel_button.setEnabled(False)
             self.title.setText("Cancelling…")
 
@@ -142,7 +136,7 @@ class FolderPanel(QWidget):
         if name:
             self.save_csv(Path(name))
 
-    # -- worker signals ------------------------------------------------------------------------
+    # -- task callbacks ------------------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
         if isinstance(event, Started) and event.task == "predict-folder":
             self.progress.setRange(0, max(1, event.total or 0))
@@ -156,16 +150,7 @@ class FolderPanel(QWidget):
         elif isinstance(event, Finished) and event.task == "predict-folder":
             self.progress.setValue(self.progress.maximum())
 
-    def _end(self, worker: Any) -> bool:
-        if worker is not self._worker:
-            return False  # a replaced run finishing late
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-        return True
-
-    def _on_finished(self, worker: Any, result: Any) -> None:
-        if not self._end(worker):
-            return
+    def _on_finished(self, result: Any) -> None:
         self._result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
@@ -174,20 +159,15 @@ class FolderPanel(QWidget):
         self._fill_table(result)
         self.folderFinished.emit(result)
 
-    def _on_errored(self, worker: Any, exc: BaseException) -> None:
-        from loupe.desktop.context import describe_error
-
-        if self._end(worker):
-            self.title.setText("Folder prediction failed")
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self._context.errorRaised.emit("Folder prediction failed", describe_error(exc))
-
-    def _on_cancelled(self, worker: Any) -> None:
-        if self._end(worker):
-            self.title.setText("Cancelled: nothing was written")
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
+    def _on_done(self, task: Task) -> None:
+        self.cancel_button.setEnabled(False)
+        if task.state is TaskState.FINISHED:
+            return
+        failed = task.state is TaskState.FAILED  # the runner shows the error itself
+        self.title.setText("Folder prediction failed" if failed
+                           else "Cancelled: nothing was written")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
 
     def _shown_name(self, path: Path) -> str:
         """The path under the predicted folder: bare names were ambiguous in subfolders

@@ -50,9 +50,12 @@ class ImageNetSwitch(QObject):
         self._context = context
         self.predictor: Any = None  # loupe.engine.inference.predict.Predictor, once loaded
         self.active = False
-        self.loading = False
         self.error = ""
         self._wanted = False  # asked for and not replaced since: activate when loaded
+
+    @property
+    def loading(self) -> bool:
+        return self._context.runner.is_running("imagenet-model", owner=self)
 
     def request(self) -> None:
         """Use the ImageNet model: at once if loaded, else after a worker loads it."""
@@ -66,12 +69,10 @@ class ImageNetSwitch(QObject):
             return
         if self.loading:
             return
-        self.loading = True
-        worker = self._context.runner.start(imagenet_predictor, events=False,
-                                            name="imagenet-model")
-        worker.finished.connect(self._on_loaded)
-        worker.errored.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
+        # The error is not only a dialog: the page's intro keeps saying it (on_error).
+        self._context.runner.start(
+            imagenet_predictor, events=False, owner=self, kind="imagenet-model",
+            on_result=self._on_loaded, on_error=self._on_failed, on_cancel=self._on_cancelled)
         self._context.statusMessage.emit(LOADING_TEXT)
         self.changed.emit()
 
@@ -86,7 +87,6 @@ class ImageNetSwitch(QObject):
 
     def _on_loaded(self, predictor: Any) -> None:
         self.predictor = predictor
-        self.loading = False
         self.active = self._wanted  # stale: a model loaded or trained meanwhile wins
         if self.active:
             self._context.statusMessage.emit(f"{imagenet_label(predictor)} loaded")
@@ -95,14 +95,12 @@ class ImageNetSwitch(QObject):
     def _on_failed(self, exc: BaseException) -> None:
         from loupe.desktop.context import describe_error
 
-        self.loading = False
         self._wanted = self.active = False
         self.error = f"The pretrained ImageNet model could not be loaded: {describe_error(exc)}"
         self._context.errorRaised.emit("ImageNet model unavailable", self.error)
         self.changed.emit()
 
     def _on_cancelled(self) -> None:
-        self.loading = False
         self._wanted = self.active = False
         self.changed.emit()
 

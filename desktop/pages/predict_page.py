@@ -45,6 +45,7 @@ from loupe.desktop.widgets.cam_viewer import CamViewer, blend
 from loupe.desktop.widgets.drop_zone import mime_is_usable, plan_for
 from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
 from loupe.desktop.widgets.topk_bars import TopKBars
+from loupe.desktop.workers import Task, TaskState
 
 
 class PredictPage(QWidget):
@@ -62,7 +63,6 @@ class PredictPage(QWidget):
         super().__init__(parent)
         self._context = context
         self._queue: list[Path | Any] = []
-        self._busy = False
         self._current: CamView | None = None
         self._history: list[CamView] = []
         self._refresh_pending = False
@@ -114,7 +114,7 @@ class PredictPage(QWidget):
         self.path_label = QLabel(self)
         self.path_label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.history = ImageGrid(self, thumb_size=72)
+        self.history = ImageGrid(self, runner=self._context.runner, thumb_size=72)
         side = QWidget(self)
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
@@ -304,9 +304,12 @@ class PredictPage(QWidget):
         else:
             event.ignore()
 
-    # -- workers ---------------------------------------------------------------------------------
+    # -- tasks -----------------------------------------------------------------------------------
+    def _busy(self) -> bool:
+        return self._context.runner.is_running("predict", owner=self)
+
     def _start_next(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy() or not self._queue:
             return
         source = self._queue.pop(0)
         self._run(source, replace=False)
@@ -315,7 +318,7 @@ class PredictPage(QWidget):
         """Method or target changed: a new map for the image on screen (latest wins)."""
         if self._current is None or self.predictor() is None:
             return
-        if self._busy:
+        if self._busy():
             self._refresh_pending = True
             return
         current = self._current
@@ -325,26 +328,27 @@ class PredictPage(QWidget):
     def _run(self, source: Any, *, replace: bool) -> None:
         from loupe.engine.inference.cam import DEFAULT_METHOD
 
-        self._busy = True
         predictor = self.predictor()
-        worker = self._context.runner.start(
+        self._context.runner.start(
             predict_with_cam, predictor, source,
             method=self.viewer.method() or DEFAULT_METHOD, target=self.viewer.target(),
-            topk=max(self.topk_spin.value(), 1), name="predict")
-        worker.finished.connect(lambda view: self._on_result(view, replace, predictor))
-        worker.errored.connect(lambda exc: self._on_error(source, exc))
-        worker.cancelled.connect(self._on_done)
+            topk=max(self.topk_spin.value(), 1), owner=self, kind="predict",
+            on_result=lambda view: self._on_result(view, replace, predictor),
+            on_done=self._on_done,
+            error_title=f"Cannot predict {getattr(source, 'name', 'the image')}")
         self._context.statusMessage.emit(f"Predicting {getattr(source, 'name', 'image')}…")
 
     def _on_result(self, view: CamView, replace: bool, predictor: Any = None) -> None:
         if predictor is not None and predictor is not self.predictor():
-            # Stale: the model changed while this ran. Ask the one now active instead.
-            self._busy = self._refresh_pending = False
+            # Asked of a model that is no longer the active one (switched while this ran):
+            # ask the one now active instead, once this task is done.
             if self.predictor() is None:
                 self._queue.clear()
+                self._refresh_pending = False
+            elif replace:
+                self._refresh_pending = True
             else:
-                self._run(view.source if view.source is not None else view.image,
-                          replace=replace)
+                self._queue.insert(0, view.source if view.source is not None else view.image)
             return
         if replace and self._current in self._history:
             self._history[self._history.index(self._current)] = view
@@ -355,18 +359,13 @@ class PredictPage(QWidget):
         self._refresh_history()
         text = verdict(view.prediction, self.unknown_threshold())
         self._context.statusMessage.emit(f"{view.name}: {text}")
-        self._on_done()
 
-    def _on_error(self, source: Any, exc: BaseException) -> None:
-        from loupe.desktop.context import describe_error
-
-        name = getattr(source, "name", "the image")
-        self._context.errorRaised.emit(f"Cannot predict {name}", describe_error(exc))
-        self._on_done()
-
-    def _on_done(self) -> None:
-        self._busy = False
-        if self._refresh_pending:
+    def _on_done(self, task: Task) -> None:
+        """After any outcome (an error was shown by the runner): the next image."""
+        if task.state is TaskState.CANCELLED:  # the window is closing
+            self._queue.clear()
+            self._refresh_pending = False
+        elif self._refresh_pending:
             self._refresh_pending = False
             self._recompute_current()
         else:
@@ -400,8 +399,8 @@ class PredictPage(QWidget):
         else:
             ranked = sorted(prediction.probs.items(), key=lambda kv: kv[1], reverse=True)
             top = ranked[: self.topk_spin.value()]
-        unknown = threshold is not None and bool(top) and top[0][1] < threshold
-        self.bars.set_predictions(top, unknown=unknown, threshold=threshold)
+        self.bars.set_predictions(top, unknown=prediction.unknown_at(threshold),
+                                  threshold=threshold)
 
     def _refresh_history(self) -> None:
         items = []
@@ -428,12 +427,10 @@ class PredictPage(QWidget):
         target = Path(target)
         if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
             target = target.with_name(target.name + ".png")  # typed without a suffix
-        worker = self._context.runner.start(
+        return self._context.runner.start(
             save_overlay, view.result, target, view.image, opacity=self.viewer.opacity(),
-            events=False, name="save-overlay")
-        worker.finished.connect(self._on_overlay_saved)
-        worker.errored.connect(lambda exc: self._context.report_error("Cannot save the map", exc))
-        return worker
+            events=False, owner=self, kind="save-overlay", supersede=False,
+            on_result=self._on_overlay_saved, error_title="Cannot save the map")
 
     def _on_overlay_saved(self, path: Path) -> None:
         self._context.statusMessage.emit(f"Saved {path}")

@@ -18,6 +18,7 @@ from PySide6.QtGui import QImage
 
 from loupe.desktop.pages.model_use import using_model
 from loupe.desktop.widgets.cam_viewer import DISPLAY_MAX_SIDE, display_layers
+from loupe.engine.core.formats import IMAGE_SUFFIXES
 
 METHOD_LABELS: tuple[tuple[str, str], ...] = (
     ("gradcam", "Grad-CAM"),
@@ -25,7 +26,7 @@ METHOD_LABELS: tuple[tuple[str, str], ...] = (
     ("layercam", "Layer-CAM"),
     ("scorecam", "Score-CAM (slow)"),
 )
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
+IMAGE_FILTER = f"Images ({' '.join('*' + s for s in IMAGE_SUFFIXES)});;All files (*)"
 HISTORY_LIMIT = 48
 
 
@@ -83,13 +84,14 @@ def predict_with_cam(
 
 
 def verdict(prediction: Any, threshold: float | None, *, digits: int = 1) -> str:
-    """"label (p)", or "unknown (best guess …)" under the "Unknown" threshold: the
-    history and status bar said "animal 51%" while the bars said Unknown."""
+    """"label (p)", or "unknown (best guess …)" under the "Unknown" threshold (the
+    engine's rule, ``Prediction.unknown_at``): the history and status bar said
+    "animal 51%" while the bars said Unknown."""
     top = prediction.top
     if not top:
         return "no label"
     guess = f"{top[0][0]} {top[0][1]:.{digits}%}"
-    if threshold is not None and not prediction.multi_label and top[0][1] < threshold:
+    if prediction.unknown_at(threshold):
         return f"unknown ({guess})"
     return guess
 

@@ -36,7 +36,6 @@ class ConfusionPanel(QWidget):
         self._note_for = note_for
         self._analysis: Any = None
         self._axes: Any = None
-        self._worker: Any = None
         self._title = ""
         self.canvas = MplCanvas(self, width=5, height=5)
         self.canvas.mpl_connect("button_press_event", self._on_click)
@@ -46,7 +45,7 @@ class ConfusionPanel(QWidget):
         self.confused_label.setWordWrap(True)
         self.cell_title = QLabel("Click a cell to see its images.", self)
         self.cell_title.setWordWrap(True)
-        self.cell_grid = ImageGrid(self, thumb_size=144)
+        self.cell_grid = ImageGrid(self, runner=context.runner, thumb_size=144)
         left = QWidget(self)
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -118,15 +117,9 @@ class ConfusionPanel(QWidget):
                      tooltip=f"{row.path}\nactual {row.actual}")
             for row in rows[:plots.CELL_LIMIT]
         ])
-        if self._worker is not None:
-            self._worker.cancel()
-        worker = self._context.runner.start(
-            plots.cell_images, self._context.predictor, entries, name="cell-images")
-        worker.finished.connect(lambda images: self._on_images(worker, images))
-        worker.errored.connect(lambda exc: self._context.report_error(
-            "Cannot show the cell", exc))
-        self._worker = worker
-        return worker
+        return self._context.runner.start(  # the previous cell's maps are superseded
+            plots.cell_images, self._context.predictor, entries, owner=self,
+            kind="cell-images", on_result=self._on_images, error_title="Cannot show the cell")
 
     def refresh_notes(self) -> None:
         """Re-caption the listed images after an override changed."""
@@ -134,10 +127,7 @@ class ConfusionPanel(QWidget):
             item.caption = item.caption.split("\n[")[0] + self._note_for(Path(item.data))
         self.cell_grid.viewport().update()
 
-    def _on_images(self, worker: Any, images: list[plots.CellImage]) -> None:
-        if worker is not self._worker:
-            return
-        self._worker = None
+    def _on_images(self, images: list[plots.CellImage]) -> None:
         self.cell_title.setText(self._title)
         items = []
         for image in images:

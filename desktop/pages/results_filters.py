@@ -55,7 +55,6 @@ class FiltersPanel(QWidget):
         super().__init__(parent)
         self._context = context
         self._paths: list[Path] = []
-        self._worker: Any = None
         self.canvas = MplCanvas(self, width=6, height=4)
         self.layer_combo = QComboBox(self)
         self.layer_combo.setMinimumContentsLength(18)
@@ -64,7 +63,7 @@ class FiltersPanel(QWidget):
         self.find_button = QPushButton("Show images that excite it most", self)
         self.find_button.setEnabled(False)
         self.title = QLabel("Pick a layer and a channel to see what it responds to.", self)
-        self.grid = ImageGrid(self, thumb_size=112)
+        self.grid = ImageGrid(self, runner=context.runner, thumb_size=112)
         self.layer_combo.currentIndexChanged.connect(self._on_layer)
         self.find_button.clicked.connect(self.find_top)
         row = QHBoxLayout()
@@ -125,23 +124,15 @@ class FiltersPanel(QWidget):
         predictor = self._context.predictor
         if data is None or predictor is None or not self._paths:
             return None
-        if self._worker is not None:
-            self._worker.cancel()
         layer, channel = data[0], self.channel_spin.value()
         self.title.setText(f"Looking through {len(self._paths)} images for {layer} "
                            f"channel {channel}…")
-        worker = self._context.runner.start(
-            top_activating_images, predictor, self._paths, layer, channel, name="top-activating")
-        worker.finished.connect(lambda found: self._on_found(worker, layer, channel, found))
-        worker.errored.connect(lambda exc: self._context.report_error(
-            "Cannot rank the images", exc))
-        self._worker = worker
-        return worker
+        return self._context.runner.start(  # a channel asked for before is superseded
+            top_activating_images, predictor, self._paths, layer, channel, owner=self,
+            kind="top-activating", error_title="Cannot rank the images",
+            on_result=lambda found: self._on_found(layer, channel, found))
 
-    def _on_found(self, worker: Any, layer: str, channel: int, found: list[Any]) -> None:
-        if worker is not self._worker:
-            return
-        self._worker = None
+    def _on_found(self, layer: str, channel: int, found: list[Any]) -> None:
         self.title.setText(f"The {len(found)} validation images that excite {layer} "
                            f"channel {channel} most")
         self.grid.set_items([

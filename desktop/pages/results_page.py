@@ -36,6 +36,7 @@ from loupe.desktop.pages.results_filters import FiltersPanel
 from loupe.desktop.pages.results_tables import PerClassTable, TestSetPanel
 from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
 from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.workers import Task, TaskState
 from loupe.engine.core.events import Progress
 
 
@@ -56,7 +57,6 @@ class ResultsPage(QWidget):
         self._context = context
         self._data: plots.ResultsData | None = None
         self._analysed_for: tuple[int, int] | None = None
-        self._worker: Any = None
         self._changes = 0
         self._rels: tuple[Any, dict[Path, str]] = (None, {})
         self._build()
@@ -108,7 +108,7 @@ class ResultsPage(QWidget):
 
     def _build_losses(self) -> QWidget:
         page = QWidget(self)
-        self.loss_grid = ImageGrid(page, thumb_size=160)
+        self.loss_grid = ImageGrid(page, runner=self._context.runner, thumb_size=160)
         self.loss_grid.setGridSize(self.loss_grid.gridSize() + QSize(0, 32))
         self._attach_menu(self.loss_grid)
         self.relabel_combo = QComboBox(page)
@@ -173,53 +173,39 @@ class ResultsPage(QWidget):
         self._maybe_analyse()
 
     def analyse(self) -> Any:
-        """Start the validation-set analysis in a worker; returns the worker (or None)."""
+        """Start the validation-set analysis in a task (a running one is superseded);
+        returns the task (or None)."""
         predictor, prepared = self._context.predictor, self._context.prepared
         if predictor is None or prepared is None:
             self.status.setText("Load a model and open its data folder first.")
             return None
-        if self._worker is not None:
-            self._worker.cancel()
         valid = list(prepared.plan.valid)
         self._analysed_for = self._key()
         self.status.setText(f"Analysing {len(valid)} validation images…")
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        worker = self._context.runner.start(
+        return self._context.runner.start(
             plots.run_analysis, predictor, valid, embedding=self.embedding_combo.currentData(),
-            name="analysis")
-        worker.event.connect(self._on_progress)
-        worker.finished.connect(lambda data: self._on_analysis(worker, data))
-        worker.errored.connect(lambda exc: self._on_failed(worker, exc))
-        worker.cancelled.connect(lambda: self._on_failed(worker, None))
-        self._worker = worker
-        return worker
+            owner=self, kind="analysis", on_event=self._on_progress,
+            on_result=self._on_analysis, on_done=self._on_analysis_done,
+            error_title="Analysis failed")
 
     def _on_progress(self, event: Any) -> None:
         if isinstance(event, Progress):
             self.progress.setRange(0, max(1, event.total))
             self.progress.setValue(event.done)
 
-    def _on_failed(self, worker: Any, exc: BaseException | None) -> None:
-        from loupe.desktop.context import describe_error
-
-        if worker is not self._worker:
-            return
-        self._worker = None
+    def _on_analysis_done(self, task: Task) -> None:
         self.progress.setVisible(False)
-        if exc is None:
+        if task.state is TaskState.CANCELLED:
             self._analysed_for = None  # cancelled: showing the page again retries
             self.status.setText("Analysis cancelled.")
-            return
-        # A failure is not retried by itself (the dialog would return on every visit):
-        # a new model or new data, or the Analyse button, tries again.
-        self.status.setText("Analysis failed.")
-        self._context.errorRaised.emit("Analysis failed", describe_error(exc))
+        elif task.state is TaskState.FAILED:
+            # Not retried by itself (the dialog would return on every visit): a new model
+            # or new data, or the Analyse button, tries again.
+            self.status.setText("Analysis failed.")
 
-    def _on_analysis(self, worker: Any, data: plots.ResultsData) -> None:
-        if worker is not self._worker:
-            return
-        self._worker = None
+    def _on_analysis(self, data: plots.ResultsData) -> None:
         self.progress.setVisible(False)
         self._data = data
         result = data.analysis
@@ -355,12 +341,12 @@ class ResultsPage(QWidget):
 
     def request_retrain(self) -> None:
         """Re-apply labels with the overrides, then ask the window to start training."""
-        worker = self._context.relabel() if self._changes else None
-        if worker is None:
+        task = self._context.relabel() if self._changes else None
+        if task is None:
             self.retrainRequested.emit()
             return
-        worker.finished.connect(lambda _state: self._after_relabel())
-        worker.errored.connect(lambda _exc: self._update_actions())
+        task.finished.connect(lambda _state: self._after_relabel())
+        task.done.connect(self._update_actions)
 
     def _after_relabel(self) -> None:
         self._changes = 0

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.widgets.mpl_canvas import MplCanvas
+from loupe.desktop.workers import Task, TaskState
 
 PRF_COLUMNS = ("class", "precision", "recall", "f1", "support")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -119,7 +120,6 @@ class TestSetPanel(QWidget):
     def __init__(self, context: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._context = context
-        self._worker: Any = None
         self._looks: int | None = None
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
@@ -141,25 +141,27 @@ class TestSetPanel(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the look count (a worker: it hashes the bundle) and update the text."""
+        """Re-read the look count (a task: it hashes the bundle) and update the text.
+        A newer model's count supersedes the previous one's."""
         self._show_looks()
         path = self._context.model_path
         if path is None:
             return
         from loupe.engine.training.scoring import test_looks
 
-        worker = self._context.runner.start(test_looks, Path(path), name="test-looks")
-        worker.finished.connect(lambda looks: self._on_looks(path, looks))
+        self._context.runner.start(test_looks, Path(path), owner=self, kind="test-looks",
+                                   on_result=self._on_looks,
+                                   error_title="Cannot count the test-set looks")
 
-    def _on_looks(self, path: Path, looks: int) -> None:
-        if path == self._context.model_path:
-            self._looks = int(looks)
-            self._show_looks()
+    def _on_looks(self, looks: int) -> None:
+        self._looks = int(looks)
+        self._show_looks()
 
     def _show_looks(self) -> None:
         looks, test_count = self._looks, self._test_count()
         self.button.setEnabled(test_count > 0 and self._context.model_path is not None
-                               and self._worker is None)
+                               and not self._context.runner.is_running("evaluate-test",
+                                                                        owner=self))
         if test_count == 0:
             self.warning.setText(
                 "This split has no test set. Give the split a test fraction on the Data "
@@ -197,23 +199,21 @@ class TestSetPanel(QWidget):
         self.evaluate()
 
     def evaluate(self) -> Any:
-        """Evaluate the current bundle on the test set in a worker (counts one look)."""
+        """Evaluate the current bundle on the test set in a task (counts one look)."""
         from loupe.engine.training.scoring import evaluate
 
         path, prepared = self._context.model_path, self._context.prepared
         if path is None or prepared is None:
             return None
-        worker = self._context.runner.start(evaluate, path, prepared, test=True,
-                                            name="evaluate-test")
-        worker.finished.connect(self._on_result)
-        worker.errored.connect(self._on_error)
-        self._worker = worker
+        task = self._context.runner.start(
+            evaluate, path, prepared, test=True, owner=self, kind="evaluate-test",
+            on_result=self._on_result, on_done=self._on_evaluated,
+            error_title="Test-set evaluation failed")
         self.button.setEnabled(False)
         self.result_label.setText("Evaluating on the test set…")
-        return worker
+        return task
 
     def _on_result(self, result: Any) -> None:
-        self._worker = None
         shown = " · ".join(f"{k}: {v:.4f}" for k, v in sorted(result.metrics.items())
                            if isinstance(v, int | float))
         self.result_label.setText(
@@ -226,10 +226,7 @@ class TestSetPanel(QWidget):
         self._show_looks()
         self.evaluated.emit(result)
 
-    def _on_error(self, exc: BaseException) -> None:
-        from loupe.desktop.context import describe_error
-
-        self._worker = None
-        self.result_label.setText("")
-        self.refresh()
-        self._context.errorRaised.emit("Test-set evaluation failed", describe_error(exc))
+    def _on_evaluated(self, task: Task) -> None:
+        if task.state is not TaskState.FINISHED:
+            self.result_label.setText("")
+            self.refresh()

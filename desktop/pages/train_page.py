@@ -29,7 +29,7 @@ from loupe.desktop.pages.train_arch import architectures_on_this_machine, weight
 from loupe.desktop.pages.train_charts import LrFinderPlot, TrainingCurves
 from loupe.desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
 from loupe.desktop.widgets.epoch_table import EpochTable, format_seconds
-from loupe.desktop.workers import EngineWorker
+from loupe.desktop.workers import Task, TaskState, ignore_error
 from loupe.engine.core.errors import LoupeError
 from loupe.engine.core.events import EpochEnded, Progress, Started, WarningEvent
 
@@ -49,8 +49,7 @@ class TrainPage(QWidget):
     def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.context = context
-        self.worker: EngineWorker | None = None
-        self.lr_worker: EngineWorker | None = None
+        self.runner = context.runner
         self._loaded = False
         self._pending_settings: dict[str, Any] | None = None
         self._total_epochs = 0
@@ -142,18 +141,17 @@ class TrainPage(QWidget):
         if self._pending_settings:
             self.settings.apply_saved(self._pending_settings)
             self._pending_settings = None
-        devices = self.context.runner.start(probe_devices, events=False, name="devices")
-        devices.finished.connect(self.settings.set_devices)
+        self.runner.start(probe_devices, events=False, owner=self, kind="devices",
+                          on_result=self.settings.set_devices, on_error=ignore_error)
         self.refresh_architectures()
 
     def refresh_architectures(self) -> None:
         """Look for every curated architecture's weights (a worker), then re-order and
         mark the picker; the weights note follows the (possibly new) selection."""
-        worker = self.context.runner.start(architectures_on_this_machine, events=False,
-                                           name="architectures")
-        worker.finished.connect(lambda facts: self._on_architectures(*facts))
-        worker.errored.connect(lambda _exc: self.refresh_weights_status(
-            self.settings.arch_name()))
+        self.runner.start(
+            architectures_on_this_machine, events=False, owner=self, kind="architectures",
+            on_result=lambda facts: self._on_architectures(*facts),
+            on_error=lambda _exc: self.refresh_weights_status(self.settings.arch_name()))
 
     def _on_architectures(self, rows: list[dict[str, Any]], best: str) -> None:
         before = self.settings.arch_name()
@@ -191,17 +189,16 @@ class TrainPage(QWidget):
         self.settings.find_lr_button.setEnabled(ready and not busy)
 
     def is_running(self) -> bool:
-        return self.worker is not None and self.worker.outcome in ("pending", "running")
+        return self.runner.is_running("train", owner=self)
 
     # Weights ------------------------------------------------------------------------
     def refresh_weights_status(self, arch: str) -> None:
         if not arch:
             return
-        worker = self.context.runner.start(weights_status_of, arch, events=False, name="weights")
-        worker.finished.connect(lambda facts: self.settings.set_weights_status(*facts))
-        worker.errored.connect(
-            lambda exc, a=arch: self.settings.set_weights_status(a, f"unknown ({exc})")
-        )
+        self.runner.start(
+            weights_status_of, arch, events=False, owner=self, kind="weights",
+            on_result=lambda facts: self.settings.set_weights_status(*facts),
+            on_error=lambda exc: self.settings.set_weights_status(arch, f"unknown ({exc})"))
 
     def import_weights(self, arch: str) -> None:
         name, _ = QFileDialog.getOpenFileName(
@@ -211,10 +208,10 @@ class TrainPage(QWidget):
             return
         from loupe.engine.models.weights import import_weights
 
-        worker = self.context.runner.start(import_weights, Path(name), arch, events=False,
-                                           name="import-weights")
-        worker.finished.connect(lambda path: self._weights_ready(arch, f"imported to {path}"))
-        worker.errored.connect(lambda exc: self.context.report_error("Cannot import", exc))
+        self.runner.start(
+            import_weights, Path(name), arch, events=False, owner=self, kind="import-weights",
+            supersede=False, error_title="Cannot import",
+            on_result=lambda path: self._weights_ready(arch, f"imported to {path}"))
 
     def download_weights(self, arch: str) -> None:
         answer = QMessageBox.question(
@@ -230,51 +227,51 @@ class TrainPage(QWidget):
             return
         from loupe.engine.models.weights_download import download_weights
 
-        worker = self.context.runner.start(download_weights, arch, name="download-weights")
+        self.runner.start(
+            download_weights, arch, owner=self, kind="download-weights", supersede=False,
+            on_event=self._on_event, error_title="Download failed",
+            on_result=lambda path: self._weights_ready(arch, f"downloaded to {path}"))
         self.status.setText(f"Downloading weights for {arch}…")
-        worker.event.connect(self._on_event)
-        worker.finished.connect(lambda path: self._weights_ready(arch, f"downloaded to {path}"))
-        worker.errored.connect(lambda exc: self.context.report_error("Download failed", exc))
 
     def _weights_ready(self, arch: str, what: str) -> None:
         self.context.statusMessage.emit(f"Weights for {arch} {what}")
         self.refresh_architectures()  # the new weights move it up, marked; status follows
 
     # Learning-rate finder -----------------------------------------------------------
-    def find_lr(self) -> None:
+    def find_lr(self) -> Task | None:
+        """Run the learning-rate finder in a task (None if it cannot start now)."""
         if self.context.prepared is None or self.is_running():
-            return
+            return None
         try:
             config = self.settings.config()
         except LoupeError as exc:
             self.context.report_error("Invalid training settings", exc)
-            return
+            return None
         from loupe.engine.training import lr_find
 
         self.plots.setCurrentWidget(self.lr_plot)
         self.settings.find_lr_button.setEnabled(False)
         self.status.setText("Finding a learning rate…")
-        worker = self.context.runner.start(lr_find, self.context.prepared, config, name="lr-find")
-        worker.event.connect(self._on_event)
-        worker.finished.connect(self._on_lr_found)
-        worker.errored.connect(lambda exc: self.context.report_error("Learning-rate finder", exc))
-        worker.done.connect(self._lr_done)
-        self.lr_worker = worker
+        task = self.runner.start(
+            lr_find, self.context.prepared, config, owner=self, kind="lr-find",
+            on_event=self._on_event, on_result=self._on_lr_found, on_done=self._lr_done,
+            error_title="Learning-rate finder")
         # Training must not start beside the finder (both would fight for the cores and
         # the finder would then overwrite the rate the run started with); Stop cancels it.
         self._update_ready()
         self.stop_button.setEnabled(True)
+        return task
 
-    def _lr_done(self) -> None:
+    def _lr_done(self, task: Task) -> None:
         if not self.is_running():
             self.stop_button.setEnabled(False)
-            if self.lr_worker is not None and self.lr_worker.outcome == "cancelled":
+            if task.state is TaskState.CANCELLED:
                 self.status.setText("Learning-rate finder stopped.")
                 self.progress.setFormat("stopped")
         self._update_ready()
 
     def lr_finding(self) -> bool:
-        return self.lr_worker is not None and self.lr_worker.outcome in ("pending", "running")
+        return self.runner.is_running("lr-find", owner=self)
 
     def _on_lr_found(self, result: Any) -> None:
         self.progress.setRange(0, 1)
@@ -288,9 +285,9 @@ class TrainPage(QWidget):
         )
 
     # Training -----------------------------------------------------------------------
-    def start_training(self, **overrides: Any) -> EngineWorker | None:
+    def start_training(self, **overrides: Any) -> Task | None:
         """Start a run with the form's settings (``overrides`` replace fields, e.g. for
-        tests or Results' Retrain). Returns the worker, or None if it could not start."""
+        tests or Results' Retrain). Returns the task, or None if it could not start."""
         if self.is_running() or self.lr_finding():
             return None
         if self.context.prepared is None:
@@ -308,24 +305,19 @@ class TrainPage(QWidget):
         from loupe.engine.training import train
 
         self._reset_view()
-        worker = self.context.runner.start(train, self.context.prepared, config, name="train")
-        worker.event.connect(self._on_event)
-        worker.finished.connect(self._on_finished)
-        worker.errored.connect(self._on_errored)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.done.connect(self._on_done)
-        self.worker = worker
+        task = self.runner.start(
+            train, self.context.prepared, config, owner=self, kind="train",
+            on_event=self._on_event, on_result=self._on_finished, on_cancel=self._on_cancelled,
+            on_done=self._on_done, error_title="Training failed")
         self._set_running(True)
         self.status.setText(f"Starting {config.arch}…")
-        return worker
+        return task
 
     def stop_training(self) -> None:
-        if self.lr_finding() and self.lr_worker is not None:
-            self.lr_worker.cancel()
+        if self.runner.cancel("lr-find", owner=self):
             self.stop_button.setEnabled(False)
             return
-        if self.is_running() and self.worker is not None:
-            self.worker.cancel()
+        if self.runner.cancel("train", owner=self):
             self.status.setText("Stopping after the current batch…")
             self.stop_button.setEnabled(False)
 
@@ -407,16 +399,14 @@ class TrainPage(QWidget):
             }
         )
 
-    def _on_errored(self, exc: BaseException) -> None:
-        self.status.setText(f"Training failed: {exc}")
-        self.context.report_error("Training failed", exc)
-
     def _on_cancelled(self) -> None:
         self.status.setText(
             "Training stopped. Finished epochs are kept in the run folder (Models page)."
         )
         self.progress.setFormat("stopped")
 
-    def _on_done(self) -> None:
+    def _on_done(self, task: Task) -> None:
+        if task.state is TaskState.FAILED:  # the dialog says it too (the runner's report)
+            self.status.setText(f"Training failed: {task.error}")
         self._set_running(False)
-        self.runEnded.emit(self.worker.outcome if self.worker else "")
+        self.runEnded.emit(task.state.value)

@@ -32,12 +32,17 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.pages.train_arch import fill_arch_combo, format_params, show_start, static_rows
+from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import ConfigError
 from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
 from loupe.engine.models.architectures import ARCHITECTURES
 
 if TYPE_CHECKING:
     from loupe.engine.training.config import TrainConfig
+
+
+# The engine's device names (TrainConfig.device values), in the order DEVICES lists them.
+AUTO, CPU, CUDA, MPS = DEVICES
 
 
 def probe_devices() -> list[tuple[str, str]]:
@@ -48,18 +53,18 @@ def probe_devices() -> list[tuple[str, str]]:
     """
     import torch
 
-    devices = [("auto", "Automatic (best available)")]
+    devices = [(AUTO, "Automatic (best available)")]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         more = torch.cuda.device_count() - 1
         extra = f" (+{more} more)" if more > 0 else ""
         devices.append(
-            ("cuda", f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB{extra}")
+            (CUDA, f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB{extra}")
         )
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
-        devices.append(("mps", "Apple GPU (MPS)"))
-    devices.append(("cpu", f"CPU ({os.cpu_count() or 1} cores)"))
+        devices.append((MPS, "Apple GPU (MPS)"))
+    devices.append((CPU, f"CPU ({os.cpu_count() or 1} cores)"))
     return devices
 
 
@@ -181,8 +186,8 @@ class TrainSettings(QWidget):
         lr_row.addWidget(self.lr, 1)
         lr_row.addWidget(self.find_lr_button)
         self.device = QComboBox()
-        self.device.addItem("Automatic (best available)", "auto")
-        self.device.addItem("CPU", "cpu")
+        self.device.addItem("Automatic (best available)", AUTO)
+        self.device.addItem("CPU", CPU)
         self.seed = _spin(0, 2**31 - 1, 42)
         form.addRow("Epochs", self.epochs)
         form.addRow("Frozen epochs", self.freeze_epochs)
@@ -227,12 +232,20 @@ class TrainSettings(QWidget):
         """Take size limits and the default learning rate from the engine's config.
 
         Called once torch is loaded (the page's first show), so the import is free."""
-        from loupe.engine.training.config import DEFAULT_LR, MAX_SIZE, MIN_SIZE
+        from loupe.engine.training.config import (
+            DEFAULT_FINE_TUNE_LR,
+            DEFAULT_LR,
+            MAX_SIZE,
+            MIN_SIZE,
+        )
 
         self.size.setRange(MIN_SIZE, MAX_SIZE)
-        self.lr.setPlaceholderText(f"default {format_lr(DEFAULT_LR)}")
-        if not self.lr.text().strip():
-            self.set_lr(DEFAULT_LR)
+        # Empty means the engine's default for the run, which depends on the weights found:
+        # fastai's fine_tune rate with pretrained weights, fit_one_cycle's from scratch.
+        self.lr.setPlaceholderText(
+            f"default: {format_lr(DEFAULT_FINE_TUNE_LR)} fine-tuning, "
+            f"{format_lr(DEFAULT_LR)} from scratch"
+        )
 
     # Values -------------------------------------------------------------------------
     def arch_name(self) -> str:
@@ -315,7 +328,7 @@ class TrainSettings(QWidget):
             "batch_size": self.batch_size.value(),
             "lr": lr,
             "pretrained": str(self.pretrained.currentData()),
-            "device": str(self.device.currentData() or "auto"),
+            "device": str(self.device.currentData() or AUTO),
             "seed": self.seed.value(),
             "flip": self.flip.isChecked(),
             "rotate": float(self.rotate.value()),
@@ -348,7 +361,10 @@ class TrainSettings(QWidget):
         self.size.setValue(config.size)
         self.resize_method.setCurrentIndex(max(0, self.resize_method.findData(config.resize)))
         self.batch_size.setValue(config.batch_size)
-        self.set_lr(config.max_lr)
+        if config.lr is None:
+            self.lr.clear()
+        else:
+            self.set_lr(config.lr)
         self.pretrained.setCurrentIndex(max(0, self.pretrained.findData(config.pretrained)))
         self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
         self.seed.setValue(config.seed)

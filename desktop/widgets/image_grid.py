@@ -1,14 +1,17 @@
 """A thumbnail grid (model/view): captions, selection, context menus, background decoding.
 
 Decoding an image can take tens of milliseconds, so thumbnails are never decoded on the
-UI thread: a QThreadPool task decodes and shrinks the file with the engine's loader
-(EXIF orientation, bomb limits, 16-bit and alpha handled the same as training) into a
-QImage, and a queued signal hands it back to the model, which turns it into a pixmap.
-Items may also carry pixels already (a CAM overlay array) instead of a path.
+UI thread: tasks on the app's task runner (desktop/workers.py), two per grid, take the
+requested rows from one queue and decode and shrink them with the engine's loader (EXIF
+orientation, bomb limits, 16-bit and alpha handled the same as training) into QImages,
+sent back as events; the model turns each into a pixmap. New items drop the tasks, so
+thumbnails of the previous items never land in the new ones. Items may also carry
+pixels already (a CAM overlay array) instead of a path.
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,27 +26,22 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     QPoint,
-    QRunnable,
     QSize,
     Qt,
-    QThreadPool,
     Signal,
 )
 from PySide6.QtGui import QBrush, QColor, QImage, QPalette, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QWidget
 
+from loupe.desktop.workers import Task, TaskRunner, TaskState
+
 _Index = QModelIndex | QPersistentModelIndex
 _EAGER_LIMIT = 200  # items loaded right away; the rest load when the view asks for them
-_POOL: QThreadPool | None = None
-
-
-def thumbnail_pool() -> QThreadPool:
-    """A small pool shared by every grid, so thumbnails never starve training threads."""
-    global _POOL
-    if _POOL is None:
-        _POOL = QThreadPool()
-        _POOL.setMaxThreadCount(2)
-    return _POOL
+_KIND = "thumbnails"
+# Decoding tasks per grid. Two load 200 photos about twice as fast as one on two cores
+# (0.6 s against 1.1 s, 600×400 PNGs to 128 px; as fast as the former 2-thread pool)
+# and the GUI thread stays on time (p99 lateness about 5 ms either way).
+DECODE_TASKS = 2
 
 
 @dataclass
@@ -78,7 +76,7 @@ def pil_to_qimage(img: Any) -> QImage:
 
 
 def load_thumbnail(item: GridItem, size: int) -> QImage:
-    """Decode and shrink one item to fit ``size``×``size``; runs on a pool thread."""
+    """Decode and shrink one item to fit ``size``×``size``; runs on a task's thread."""
     if item.image is not None:
         source = item.image
         if isinstance(source, np.ndarray):
@@ -122,27 +120,35 @@ def fit_image(img: Any, size: int) -> Any:
     return img.resize(target, resample)
 
 
-class _ThumbSignals(QObject):
-    """Carries results from pool threads; parentless so pending tasks keep it alive."""
+@dataclass(frozen=True)
+class Thumbnail:
+    """One decoded row (the task's event): its image, or why it could not be read."""
 
-    loaded = Signal(int, int, object)  # generation, row, QImage
-    failed = Signal(int, int, str)
+    row: int
+    image: QImage | None
+    error: str = ""
 
 
-class _ThumbTask(QRunnable):
-    def __init__(self, signals: _ThumbSignals, generation: int, row: int,
-                 item: GridItem, size: int) -> None:
-        super().__init__()
-        self._signals, self._generation, self._row = signals, generation, row
-        self._item, self._size = item, size
+def decode_thumbnails(requests: queue.SimpleQueue, size: int, *, on_event: Any,
+                      cancel: Any) -> None:
+    """Task body: decode the requested ``(row, item)`` pairs until none is left.
 
-    def run(self) -> None:
+    Several tasks may share the queue. Rows the view asks for later go into it too; one
+    asked for just as the tasks end is picked up by the next task (the model starts one
+    when a task is done and rows are left).
+    """
+    while True:
+        cancel.raise_if_cancelled()
         try:
-            image = load_thumbnail(self._item, self._size)
+            row, item = requests.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            image = load_thumbnail(item, size)
         except Exception as exc:  # noqa: BLE001 - shown as the cell's tooltip
-            self._signals.failed.emit(self._generation, self._row, str(exc))
+            on_event(Thumbnail(row, None, str(exc)))
         else:
-            self._signals.loaded.emit(self._generation, self._row, image)
+            on_event(Thumbnail(row, image))
 
 
 class ImageGridModel(QAbstractListModel):
@@ -150,22 +156,22 @@ class ImageGridModel(QAbstractListModel):
 
     idle = Signal()
 
-    def __init__(self, parent: QObject | None = None, thumb_size: int = 128) -> None:
+    def __init__(self, runner: TaskRunner, parent: QObject | None = None,
+                 thumb_size: int = 128) -> None:
         super().__init__(parent)
+        self._runner = runner
         self._items: list[GridItem] = []
         self._thumbs: dict[int, QPixmap] = {}
         self._errors: dict[int, str] = {}
         self._requested: set[int] = set()
-        self._generation = 0
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._thumb_size = thumb_size
-        self._signals = _ThumbSignals()
-        self._signals.loaded.connect(self._on_loaded)
-        self._signals.failed.connect(self._on_failed)
         self._placeholder = self._make_placeholder()
 
     def set_items(self, items: Sequence[GridItem]) -> None:
         self.beginResetModel()
-        self._generation += 1
+        self._runner.drop(_KIND, owner=self)  # the old items' thumbnails never arrive
+        self._requests = queue.SimpleQueue()
         self._items = list(items)
         self._thumbs.clear()
         self._errors.clear()
@@ -203,21 +209,25 @@ class ImageGridModel(QAbstractListModel):
         if row in self._requested:
             return
         self._requested.add(row)
-        task = _ThumbTask(self._signals, self._generation, row, self._items[row],
-                          self._thumb_size)
-        thumbnail_pool().start(task)
+        self._requests.put((row, self._items[row]))
+        self._decode()
 
-    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
-        if generation != self._generation or row >= len(self._items):
-            return
-        self._thumbs[row] = QPixmap.fromImage(image)
-        self._changed(row)
+    def _decode(self) -> None:
+        if len(self._runner.tasks(_KIND, owner=self)) < DECODE_TASKS:
+            self._runner.start(
+                decode_thumbnails, self._requests, self._thumb_size, owner=self, kind=_KIND,
+                supersede=False, on_event=self._on_thumbnail, on_done=self._on_decoded)
 
-    def _on_failed(self, generation: int, row: int, message: str) -> None:
-        if generation != self._generation or row >= len(self._items):
-            return
-        self._errors[row] = message
-        self._changed(row)
+    def _on_decoded(self, task: Task) -> None:
+        if task.state is TaskState.FINISHED and not self._requests.empty():
+            self._decode()  # rows asked for while the tasks were ending
+
+    def _on_thumbnail(self, thumbnail: Thumbnail) -> None:
+        if thumbnail.image is None:
+            self._errors[thumbnail.row] = thumbnail.error
+        else:
+            self._thumbs[thumbnail.row] = QPixmap.fromImage(thumbnail.image)
+        self._changed(thumbnail.row)
 
     def _changed(self, row: int) -> None:
         index = self.index(row)
@@ -265,9 +275,10 @@ class ImageGrid(QListView):
     itemActivated = Signal(object)
     itemsSelected = Signal(list)
 
-    def __init__(self, parent: QWidget | None = None, *, thumb_size: int = 128) -> None:
+    def __init__(self, parent: QWidget | None = None, *, runner: TaskRunner,
+                 thumb_size: int = 128) -> None:
         super().__init__(parent)
-        self._model = ImageGridModel(self, thumb_size)
+        self._model = ImageGridModel(runner, self, thumb_size)
         self.setModel(self._model)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)

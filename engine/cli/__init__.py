@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from loupe.engine.core.errors import CancelledError, LoupeError
+from loupe.engine.core.errors import CancelledError, LoupeError, describe_error
 
 # Sub-command modules under loupe.engine.cli, in the order ``loupe --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -61,12 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, CancelledError):
         print(f"loupe {args.command}: interrupted", file=sys.stderr)
         return 130
-    except LoupeError as err:
-        print(f"loupe {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # a file we were told to write or read: say which, no traceback
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"loupe {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+    # An OSError is about a file we were told to write or read: say which, no traceback.
+    except (LoupeError, OSError) as err:
+        print(f"loupe {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 1
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 from loupe.engine.cli.predict_cmd import _positive, _probability
+from loupe.engine.core.device import DEVICES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="analyse the held-out test set instead of the validation set")
     parser.add_argument("--bs", type=_positive, default=32, metavar="N",
                         help="images per batch (default 32)")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"),
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where to run the model (default cpu)")
     parser.add_argument("--json", action="store_true", help="print metrics.json to stdout too")
     parser.set_defaults(func=run)

@@ -11,6 +11,7 @@ import json
 import sys
 
 from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
+from loupe.engine.core.device import DEVICES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_options(parser, model_defaults=True)
     parser.add_argument("--test", action="store_true",
                         help="score the locked test set (each look is counted)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import ConfigError, LoupeError
 
 
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="overlay opacity 0..1 (default 0.5)")
     parser.add_argument("--unknown-below", type=_probability, metavar="P",
                         help='answer "unknown" when the top probability is below P')
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"),
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where to run the model (default cpu)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.set_defaults(func=run)

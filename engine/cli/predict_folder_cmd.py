@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from loupe.engine.cli.predict_cmd import _positive, _probability
+from loupe.engine.core.device import DEVICES
 from loupe.engine.core.events import Event, Progress, ThrottledCallback, WarningEvent
 
 
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images per batch (default 16)")
     parser.add_argument("--unknown-below", type=_probability, metavar="P",
                         help='label "unknown" when the top probability is below P')
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"),
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where to run the model (default cpu)")
     parser.set_defaults(func=run)
 

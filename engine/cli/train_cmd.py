@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from loupe.engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
+from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import CancelledError, ConfigError
 from loupe.engine.core.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
 from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
@@ -67,7 +68,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bs", type=int, default=0, metavar="N", help="batch size (0: automatic)")
     group.add_argument("--pretrained", default="auto", metavar="auto|none|FILE",
                        help="pretrained weights: found on this machine (auto), none, or a file")
-    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    group.add_argument("--device", default="auto", choices=DEVICES)
     group.add_argument("--threads", type=int, default=0,
                        help="CPU threads (default 0: all cores; the desktop app leaves one "
                        "for its window)")

@@ -1,3 +1,4 @@
 """Stage 0, imported by everything: errors, events and the cancel token, atomic writes,
-user folders, bundled resources, and the torch device choice (``device``, the one module
-here that imports torch). Nothing in ``core`` imports another Loupe package."""
+user folders, bundled resources, file kinds (``formats``), file digests, and the torch
+device choice (``device``, which imports torch only inside its functions). Nothing in
+``core`` imports another Loupe package."""

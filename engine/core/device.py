@@ -6,6 +6,10 @@ otherwise fp16 with a GradScaler), channels_last (faster convolutions on tensor 
 pinned host memory and non-blocking copies. On the CPU we train in fp32: CPU autocast
 is slower than fp32 on most desktop processors. Training and prediction both resolve their
 device here, which is why it sits in ``core`` and not in ``training``.
+
+torch is imported by the functions that need it, not by this module: the device choices
+(:data:`DEVICES`) are read by the torch-free training config, the CLI's options and the
+desktop's settings before torch is loaded.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from loupe.engine.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+# The devices torch may run on here, and what a user may ask for: one of them or "auto".
+DEVICE_KINDS: tuple[str, ...] = ("cpu", "cuda", "mps")
+DEVICES: tuple[str, ...] = ("auto", *DEVICE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -37,12 +47,16 @@ class DeviceInfo:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op when AMP is off)."""
+        import torch
+
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def make_scaler(self) -> torch.amp.GradScaler:
         """A GradScaler that is active only for fp16 on CUDA."""
+        import torch
+
         return torch.amp.GradScaler("cuda", enabled=self.use_scaler)
 
     def describe(self) -> dict[str, object]:
@@ -55,6 +69,8 @@ class DeviceInfo:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 
@@ -65,6 +81,8 @@ def resolve_device(preference: str = "auto") -> DeviceInfo:
     Asking for a device this machine lacks is an error naming what is available, not a
     silent fall-back: the user asked for it.
     """
+    import torch
+
     available = ["cpu"]
     if torch.cuda.is_available():
         available.insert(0, "cuda")
@@ -72,8 +90,8 @@ def resolve_device(preference: str = "auto") -> DeviceInfo:
         available.insert(-1, "mps")
     if preference == "auto":
         preference = available[0]
-    if preference not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device {preference!r} is not one of: auto, cpu, cuda, mps")
+    if preference not in DEVICE_KINDS:
+        raise ConfigError(f"device {preference!r} is not one of: {', '.join(DEVICES)}")
     if preference not in available:
         raise ConfigError(
             f"device {preference!r} is not available on this machine; "
@@ -112,6 +130,8 @@ def torch_threads(threads: int) -> Iterator[int]:
     ``threads == 0`` means :func:`default_threads`. Restoring matters because the
     desktop runs training in-process and the rest of the app shares torch's pool.
     """
+    import torch
+
     wanted = threads or default_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(wanted)

@@ -36,3 +36,16 @@ class CancelledError(LoupeError):
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one line a person is shown for ``exc`` (the CLI prints it, the desktop's dialog
+    shows it): a Loupe error verbatim (it names the file or value), an OSError as
+    ``FILE: reason``, anything else with its type, so an unexpected error is recognisable.
+    """
+    if isinstance(exc, LoupeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"

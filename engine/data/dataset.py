@@ -1,8 +1,10 @@
 """The data pipeline in one call: scan → label rule → split.
 
-``inspect``, ``train`` and the desktop all go through :func:`prepare_data`, so the three
-can never disagree about which file is in which set. :func:`inspect_report` is the stable
-JSON that ``loupe inspect --json`` prints (shape fixed in shared/design.md).
+``inspect``, ``train`` and the desktop all go through :func:`prepare_stages` (the desktop
+directly, to show how far a folder got; the others through :func:`prepare_data`, which
+raises where it stopped), so the three can never disagree about which file is in which
+set. :func:`inspect_report` is the stable JSON that ``loupe inspect --json`` prints (shape
+fixed in shared/design.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from loupe.engine.core.errors import DatasetError
 from loupe.engine.core.events import CancelToken, EventCallback, WarningEvent, ignore_event
+from loupe.engine.core.formats import IMAGE_SUFFIXES
 from loupe.engine.data.imageio import DEFAULT_MAX_PIXELS
 from loupe.engine.data.labels import Labelling, LabelRule, Overrides, apply_label_rule
 from loupe.engine.data.scan import ScanResult, scan_folder
@@ -53,7 +56,22 @@ def _check_root(root: Path) -> None:
         raise DatasetError(f"not a folder: {root} (give the folder that holds the images)")
 
 
+@dataclass(frozen=True)
+class DataStages:
+    """How far scan → label rule → split got: each stage's result so far and, when a stage
+    left nothing to go on with, its error; ``prepared`` when the data can be trained on."""
+
+    spec: DataSpec
+    scan: ScanResult
+    labelling: Labelling | None = None
+    plan: SplitPlan | None = None
+    error: DatasetError | None = None
+    prepared: PreparedData | None = None
+
+
 def _no_labels_error(spec: DataSpec, labelling: Labelling) -> DatasetError:
+    if labelling.excluded and not labelling.unmatched:
+        return DatasetError(f"every image in {spec.root} is excluded by the overrides")
     reasons = sorted({u.reason for u in labelling.unmatched})
     example = f" ({reasons[0]})" if reasons else ""
     return DatasetError(
@@ -66,7 +84,7 @@ def _no_labels_error(spec: DataSpec, labelling: Labelling) -> DatasetError:
 def _rejected_summary(rejected) -> str:
     """`` (N file(s) rejected: a.png: empty file, ...)`` so the user knows what to fix."""
     if not rejected:
-        return " (no image files found; Loupe reads .jpg .jpeg .png .bmp .gif .webp .tif .tiff)"
+        return f" (no image files found; Loupe reads {' '.join(IMAGE_SUFFIXES)})"
     shown = "; ".join(f"{r.rel}: {r.reason}" for r in rejected[:3])
     more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
     return f" ({len(rejected)} file(s) rejected: {shown}{more})"
@@ -84,24 +102,51 @@ def prepare_data(
     images, nothing labelled, an empty train or valid set); rejected and unlabelled files
     are reported in the result, and warnings are also sent as WarningEvent("data-...").
     """
-    _check_root(spec.root)
-    scan = scan_folder(spec.root, max_pixels=spec.max_pixels, on_event=on_event, cancel=cancel)
+    stages = prepare_stages(spec, on_event=on_event, cancel=cancel)
+    if stages.prepared is None:
+        assert stages.error is not None
+        raise stages.error
+    return stages.prepared
+
+
+def prepare_stages(
+    spec: DataSpec,
+    *,
+    scan: ScanResult | None = None,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
+) -> DataStages:
+    """Scan ``spec.root`` (or label and split ``scan``, a scan of it made earlier) as far as
+    the data allows.
+
+    No usable image, nothing labelled or a split that cannot be made stops there, with
+    the DatasetError in ``error`` and the earlier stages' results kept (the desktop shows
+    them); a missing folder and a cancel still raise. Warnings of usable data are sent as
+    WarningEvent("data-labels" / "data-split").
+    """
+    if scan is None:
+        _check_root(spec.root)
+        scan = scan_folder(
+            spec.root, max_pixels=spec.max_pixels, on_event=on_event, cancel=cancel
+        )
     if not scan.items:
-        raise DatasetError(f"no usable images in {spec.root}{_rejected_summary(scan.rejected)}")
+        message = f"no usable images in {spec.root}{_rejected_summary(scan.rejected)}"
+        return DataStages(spec, scan, error=DatasetError(message))
     labelling = apply_label_rule(scan, spec.label, spec.overrides)
     if not labelling.labelled:
-        if labelling.excluded and not labelling.unmatched:
-            raise DatasetError(f"every image in {spec.root} is excluded by the overrides")
-        raise _no_labels_error(spec, labelling)
+        return DataStages(spec, scan, labelling, error=_no_labels_error(spec, labelling))
     if cancel is not None:
         cancel.raise_if_cancelled()
-    plan = make_split(labelling, spec.split, cancel=cancel)
+    try:
+        plan = make_split(labelling, spec.split, cancel=cancel)
+    except DatasetError as exc:
+        return DataStages(spec, scan, labelling, error=exc)
     prepared = PreparedData(spec=spec, scan=scan, labelling=labelling, plan=plan)
     for message in labelling.warnings:
         on_event(WarningEvent("data-labels", message))
     for message in plan.warnings:
         on_event(WarningEvent("data-split", message))
-    return prepared
+    return DataStages(spec, scan, labelling, plan, prepared=prepared)
 
 
 def inspect_report(prepared: PreparedData) -> dict[str, Any]:

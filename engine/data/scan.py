@@ -37,12 +37,10 @@ from loupe.engine.core.events import (
     Started,
     ignore_event,
 )
+from loupe.engine.core.formats import IMAGE_SUFFIXES
 from loupe.engine.data import imageio
 from loupe.engine.data.imageio import DEFAULT_MAX_PIXELS
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
 BROKEN_LINK = "broken link"
 INDEX_VERSION = 1  # bump whenever validate_image's verdicts change meaning
 _MAX_WORKERS = 8
@@ -215,10 +213,10 @@ def _take_file(
     path = Path(entry.path)
     if entry.is_symlink() and not os.path.exists(entry.path):
         # Links without a suffix may have pointed at a folder of images: report those too.
-        if suffix in IMAGE_EXTENSIONS or not suffix:
+        if suffix in IMAGE_SUFFIXES or not suffix:
             rejected.append(RejectedFile(path, rel, BROKEN_LINK))
         return
-    if suffix not in IMAGE_EXTENSIONS:
+    if suffix not in IMAGE_SUFFIXES:
         return
     try:
         if not entry.is_file():

@@ -8,13 +8,13 @@ patient) in two sets does the same. Kept apart from the split rules themselves.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from loupe.engine.core.digest import sha256_file
 from loupe.engine.core.events import CancelToken
 from loupe.engine.data.labels import LabelledItem, compile_with_group
 
@@ -65,16 +65,13 @@ def class_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _file_digest(path: Path, cancel: CancelToken | None) -> str | None:
+    """The file's sha256, or None when it cannot be read (then it cannot leak either)."""
     if cancel is not None:
         cancel.raise_if_cancelled()
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def find_leaks(

@@ -1,14 +1,16 @@
 """Error analysis on the validation set: where the model goes wrong, and on what.
 
-One batched pass over the validation images collects logits and penultimate-layer
-features together (a pre-hook on the classifier captures its input, so there is no second
-forward). From those come: the confusion matrix (counts and row-normalized), the
-most-confused pairs, per-class precision/recall/F1/support, one row per image (actual,
-predicted, probability, loss: what lists a confusion-matrix cell), the top losses with
-their activation maps, and a 2-D map of the images from their embeddings (PCA, or t-SNE
-when scikit-learn is installed). Each is a plain data object for the GUI; the figures for the
-CLI are in :mod:`loupe.engine.evaluation.analysis_plots`. Metric arithmetic is reused from
-:mod:`loupe.engine.training.metrics` so validation during training and analysis here agree.
+One batched pass over the validation images collects logits, losses and penultimate-layer
+features together: the images are scored as training validates and ``evaluate`` scores
+(:func:`loupe.engine.training.scoring.score_items`), and a pre-hook on the classifier
+captures its input, so there is no second forward. From those come: the confusion matrix
+(counts and row-normalized), the most-confused pairs, per-class precision/recall/F1/support,
+one row per image (actual, predicted, probability, loss: what lists a confusion-matrix
+cell), the top losses with their activation maps, and a 2-D map of the images from their
+embeddings (PCA, or t-SNE when scikit-learn is installed). Each is a plain data object for
+the GUI; the figures for the CLI are in :mod:`loupe.engine.evaluation.analysis_plots`.
+Metric arithmetic is reused from :mod:`loupe.engine.training.metrics` so validation during
+training and analysis here agree.
 
 Multi-label models have no single predicted class per image, so they get no confusion
 matrix or confused pairs; per-class reports use each class's threshold.
@@ -50,6 +52,7 @@ class ValidationOutputs:
     rels: tuple[str, ...]  # each path relative to the data folder (the overrides' key)
     targets: torch.Tensor  # N class indices, or N×C multi-hot for multi-label
     logits: torch.Tensor  # N×C
+    losses: torch.Tensor  # N, each image's loss (cross-entropy, or mean BCE over classes)
     features: torch.Tensor  # N×D, the classifier's input
     crop_boxes: tuple[tuple[float, float, float, float], ...]
 
@@ -163,111 +166,91 @@ def collect_outputs(
 ) -> tuple[ValidationOutputs, list[str]]:
     """Run the model once over ``items``; returns the outputs and the files skipped.
 
-    A file that no longer decodes is skipped with a warning event, not fatal: analysis of
-    the rest is still worth having.
+    The images are read first (into ``cache`` when it was made with the model's own
+    preprocessing, else into a new one); a file that no longer decodes is skipped with a
+    warning event, not fatal: analysis of the rest is still worth having. Then the readable
+    ones are scored in one pass (``score_items``). Progress events count the images of
+    each phase, with the message "reading images" and then "scoring".
     """
     import torch
 
-    targets_of = _target_encoder(predictor)
-    captured: list[torch.Tensor] = []
-    handle = _classifier(predictor.model).register_forward_pre_hook(
-        lambda _m, inputs: captured.append(inputs[0].detach().flatten(1).float().cpu())
+    from loupe.engine.core.device import resolve_device
+    from loupe.engine.models.anatomy import classifier_layer
+    from loupe.engine.training.scoring import image_cache_for, score_items
+
+    head = classifier_layer(predictor.model)
+    if head is None:
+        raise ConfigError("the model has no linear classifier layer to take embeddings from")
+    cache = image_cache_for(predictor.preprocessing, cache)
+    total = len(items)
+    on_event(Started("analysis", total=total))
+    readable, skipped = _read_items(items, cache, batch_size, on_event, cancel)
+    if not readable:
+        raise DatasetError("no validation image could be read; nothing to analyse")
+    done = len(skipped)
+
+    def scored(n: int) -> None:
+        nonlocal done
+        done += n
+        on_event(Progress("analysis", done, total, message="scoring"))
+
+    features: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(
+        lambda _m, inputs: features.append(inputs[0].detach().flatten(1).float().cpu())
     )
-    rows: dict[str, list[Any]] = {"paths": [], "rels": [], "targets": [], "logits": [],
-                                  "boxes": []}
-    skipped: list[str] = []
-    on_event(Started("analysis", total=len(items)))
     try:
-        for start in range(0, len(items), batch_size):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            tensors = []
-            for labelled in items[start : start + batch_size]:
-                try:
-                    tensor, box = _input_for(predictor, labelled, cache)
-                except LoupeError as err:
-                    skipped.append(str(labelled.item.path))
-                    on_event(WarningEvent("unreadable-image", str(err)))
-                    continue
-                tensors.append(tensor)
-                rows["paths"].append(labelled.item.path)
-                rows["rels"].append(labelled.item.rel)
-                rows["targets"].append(targets_of(labelled))
-                rows["boxes"].append(box)
-            if tensors:
-                rows["logits"].append(predictor.logits(torch.stack(tensors)))
-            on_event(Progress("analysis", min(start + batch_size, len(items)), len(items)))
+        scores = score_items(
+            predictor.model, predictor.preprocessing, readable, predictor.classes,
+            multi_label=predictor.multi_label, device=resolve_device(predictor.device.type),
+            batch_size=batch_size, cache=cache, cancel=cancel, on_batch=scored,
+        )
     finally:
         handle.remove()
-    if not rows["paths"]:
-        raise DatasetError("no validation image could be read; nothing to analyse")
     outputs = ValidationOutputs(
-        paths=tuple(rows["paths"]),
-        rels=tuple(rows["rels"]),
-        targets=torch.stack(rows["targets"]),
-        logits=torch.cat(rows["logits"]),
-        features=torch.cat(captured),
-        crop_boxes=tuple(rows["boxes"]),
+        paths=tuple(li.item.path for li in readable),
+        rels=tuple(li.item.rel for li in readable),
+        targets=scores.targets,
+        logits=scores.logits,
+        losses=scores.losses,
+        features=torch.cat(features),
+        crop_boxes=tuple(_crop_box(predictor, li.item) for li in readable),
     )
     on_event(Finished("analysis", {"count": len(outputs.paths)}))
     return outputs, skipped
 
 
-def _input_for(
-    predictor: Predictor, labelled: LabelledItem, cache: ImageCache | None
-) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
-    """The validation view of one item, from the image cache if it was made the same way;
-    the box uses the scan's original size (a squished or padded cache entry is square)."""
-    pre, item = predictor.preprocessing, labelled.item
-    same = (getattr(cache, "presize", None), getattr(cache, "resize", "crop"))
-    has_size = bool(getattr(item, "width", 0))
-    if cache is not None and same == (pre.presize, pre.resize) and has_size:
-        x = pre.eval_input_from_cached(cache.get(item))
-        return x, predictor.crop_box_for((item.width, item.height))
-    prepared = predictor.prepare(labelled.item.path)
-    return prepared.tensor, prepared.crop_box
+def _read_items(
+    items: Sequence[LabelledItem],
+    cache: ImageCache,
+    batch_size: int,
+    on_event: EventCallback,
+    cancel: CancelToken | None,
+) -> tuple[list[LabelledItem], list[str]]:
+    """Decode each item into ``cache`` once; (the readable items, the paths skipped)."""
+    readable: list[LabelledItem] = []
+    skipped: list[str] = []
+    for start in range(0, len(items), batch_size):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        for labelled in items[start : start + batch_size]:
+            try:
+                cache.get(labelled.item)
+            except LoupeError as err:
+                skipped.append(str(labelled.item.path))
+                on_event(WarningEvent("unreadable-image", str(err)))
+                continue
+            readable.append(labelled)
+        done = min(start + batch_size, len(items))
+        on_event(Progress("analysis", done, len(items), message="reading images"))
+    return readable, skipped
 
 
-def _target_encoder(predictor: Predictor):
-    """labels -> class index (single-label) or multi-hot row; unknown labels are an error."""
-    import torch
-
-    index = {name: i for i, name in enumerate(predictor.classes)}
-
-    def encode(labelled: LabelledItem) -> torch.Tensor:
-        missing = [label for label in labelled.labels if label not in index]
-        if missing:
-            raise DatasetError(
-                f"{labelled.item.path}: label {missing[0]!r} is not a class of this model "
-                f"(classes: {', '.join(predictor.classes)}); analyse with the data the "
-                "model was trained on"
-            )
-        if predictor.multi_label:
-            row = torch.zeros(len(index), dtype=torch.long)
-            row[[index[label] for label in labelled.labels]] = 1
-            return row
-        if len(labelled.labels) != 1:
-            raise DatasetError(
-                f"{labelled.item.path}: {len(labelled.labels)} labels for a single-label model"
-            )
-        return torch.tensor(index[labelled.labels[0]])
-
-    return encode
-
-
-def _classifier(model: torch.nn.Module) -> torch.nn.Module:
-    """The final classification layer, whose input is the penultimate embedding."""
-    import torch
-
-    getter = getattr(model, "get_classifier", None)
-    if callable(getter):
-        head = getter()
-        if isinstance(head, torch.nn.Module) and not isinstance(head, torch.nn.Identity):
-            return head
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears:
-        raise ConfigError("the model has no linear classifier layer to take embeddings from")
-    return linears[-1]
+def _crop_box(predictor: Predictor, item: Any) -> tuple[float, float, float, float]:
+    """Where the model's input lies in the picture, from the scan's original size (a
+    squished or padded cache entry is square); an item without one is opened for it."""
+    if getattr(item, "width", 0):
+        return predictor.crop_box_for((item.width, item.height))
+    return predictor.prepare(item.path).crop_box
 
 
 def analyze(
@@ -300,7 +283,7 @@ def analyze(
         predictor, items, batch_size=batch_size, cache=cache, on_event=on_event, cancel=cancel
     )
     preds = _predictions(predictor, outputs.logits)
-    losses = _losses(predictor, outputs)
+    losses = outputs.losses
     rows = image_rows(predictor, outputs, preds, losses)
     thresholds = [predictor.thresholds[c] for c in predictor.classes]
     summary = metrics.epoch_metrics(
@@ -365,17 +348,6 @@ def _predictions(predictor: Predictor, logits: torch.Tensor) -> torch.Tensor:
         thresholds = [predictor.thresholds[c] for c in predictor.classes]
         return metrics.multi_label_predictions(logits, thresholds)
     return logits.argmax(dim=1)
-
-
-def _losses(predictor: Predictor, outputs: ValidationOutputs) -> torch.Tensor:
-    """Per-image loss: cross-entropy, or mean binary cross-entropy over classes."""
-    import torch.nn.functional as F
-
-    if predictor.multi_label:
-        return F.binary_cross_entropy_with_logits(
-            outputs.logits, outputs.targets.float(), reduction="none"
-        ).mean(dim=1)
-    return F.cross_entropy(outputs.logits, outputs.targets, reduction="none")
 
 
 def confusion_data(

@@ -64,6 +64,14 @@ class Prediction:
             return None
         return self.top[0][0]
 
+    def unknown_at(self, threshold: float | None) -> bool:
+        """Whether this prediction is "unknown" under the "unknown below" ``threshold``:
+        the rule ``unknown`` was computed with, for a threshold chosen after predicting
+        (the desktop's slider). Multi-label predictions are never unknown."""
+        if self.multi_label or not self.top:
+            return False
+        return is_unknown(self.top[0][1], threshold)
+
     def to_json(self, *, include_unknown: bool = True) -> dict[str, Any]:
         """The ``loupe predict --json`` object for this image."""
         obj: dict[str, Any] = {
@@ -331,8 +339,14 @@ class Predictor:
         if self.multi_label:
             top = tuple((c, p) for c, p in ranked if p >= self.thresholds[c])
             return Prediction(path, top, False, by_class, multi_label=True)
-        unknown = self.unknown_below is not None and ranked[0][1] < self.unknown_below
+        unknown = is_unknown(ranked[0][1], self.unknown_below)
         return Prediction(path, tuple(ranked[:topk]), unknown, by_class)
+
+
+def is_unknown(top_probability: float, threshold: float | None) -> bool:
+    """The "unknown" rule of single-label models: the most likely class is less likely
+    than the user's threshold (None: the rule is off)."""
+    return threshold is not None and top_probability < threshold
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:

@@ -26,8 +26,24 @@ _CAM_LAYERS = {
 }
 
 
+def classifier_layer(model: nn.Module) -> nn.Module | None:
+    """The final classification layer, whose input is the penultimate embedding.
+
+    timm's ``get_classifier()`` (None when the model was built without a head, which
+    timm marks with an Identity); for a network without that method, its last Linear.
+    """
+    from torch import nn
+
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        return head if isinstance(head, nn.Module) and not isinstance(head, nn.Identity) else None
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """Module names of the classifier head(s), from timm's config or ``get_classifier``."""
+    """Module names of the classifier head(s), from timm's config or :func:`classifier_layer`."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier")
     names = (names,) if isinstance(names, str) else tuple(names or ())
@@ -35,8 +51,7 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     found = tuple(n for n in names if n in modules)
     if found:
         return found
-    get_classifier = getattr(model, "get_classifier", None)
-    classifier = get_classifier() if callable(get_classifier) else None
+    classifier = classifier_layer(model)
     for name, module in modules.items():
         if module is classifier and name:
             return (name,)

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from loupe.engine.core.atomic import atomic_write_with
 from loupe.engine.core.errors import ConfigError, ModelFileError
+from loupe.engine.core.formats import BUNDLE_SUFFIX
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-BUNDLE_SUFFIX = ".loupe"
 # 2: preprocessing states its resize method (crop, squish, pad). Version 1 bundles have no
 # such field and were all "crop"; they still load. Older Loupes refuse version 2 rather than
 # silently center-cropping images for a model trained on squished or padded ones.

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from loupe.engine.core import paths
 from loupe.engine.core.atomic import atomic_write_bytes, atomic_write_json
+from loupe.engine.core.digest import sha256_file
 from loupe.engine.core.errors import WeightsError
 from loupe.engine.models.architectures import pretrained_cfg, resolve_arch
 from loupe.engine.models.factory import check_pretrained_state
@@ -327,14 +328,6 @@ def _store_package(source: WeightsSource) -> dict[str, torch.Tensor]:
     except OSError:
         pass
     return state
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

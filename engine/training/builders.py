@@ -1,6 +1,8 @@
-"""Building a training :class:`~loupe.engine.training.session.Session`: fresh or from a run.
+"""Building a :class:`~loupe.engine.training.learner.Learner` or a training
+:class:`~loupe.engine.training.session.Session`: fresh or from a run.
 
-A new run resolves device and weights, builds the model and creates the run folder; a
+A new fit resolves device and weights and builds the model and optimizer; a new run then
+creates its run folder, while the lr finder takes the learner as it is (no run folder). A
 resumed run rebuilds the same objects from the run's config, data record and last
 checkpoint, after checking that the split is still the one it trained on.
 """
@@ -18,6 +20,7 @@ from loupe.engine.core.errors import TrainingError
 from loupe.engine.core.events import CancelToken, EventCallback
 from loupe.engine.training import runs
 from loupe.engine.training.config import TrainConfig
+from loupe.engine.training.learner import Learner
 from loupe.engine.training.session import Session
 from loupe.engine.training.setup import (
     auto_batch_size,
@@ -54,10 +57,9 @@ def _prepare_model(model: torch.nn.Module, device: DeviceInfo) -> torch.nn.Modul
     return model
 
 
-def build_session(
-    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
-) -> Session:
-    """A new run: resolve device and weights, build the model, create the run folder."""
+def _new_fit(prepared: Any, config: TrainConfig) -> dict[str, Any]:
+    """Resolve arch, device, weights and rate; build model and optimizer: the
+    :class:`Learner` fields every new fit starts from (a run and the lr finder alike)."""
     from loupe.engine.models.architectures import resolve_arch
     from loupe.engine.models.factory import create_model
 
@@ -70,17 +72,33 @@ def build_session(
     model = create_model(config.arch, len(prepared.plan.classes), pretrained_state=state)
     model = _prepare_model(model, device)
     optimizer, n_groups = new_optimizer(model, config.max_lr, config.wd, device)
-    batch_size = config.batch_size or auto_batch_size(device, config.size)
+    return {
+        "config": config, "device": device, "model": model, "optimizer": optimizer,
+        "random_init": state is None, "pretrained": description, "weights_tag": tag,
+        "batch_size": config.batch_size or auto_batch_size(device, config.size),
+        "n_groups": n_groups,
+    }
+
+
+def build_learner(
+    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
+) -> Learner:
+    """A new fit without a run folder: what the lr finder sweeps."""
+    return Learner(prepared=prepared, events=events, cancel=cancel, **_new_fit(prepared, config))
+
+
+def build_session(
+    prepared: Any, config: TrainConfig, events: EventCallback, cancel: CancelToken | None
+) -> Session:
+    """A new run: the new fit of :func:`build_learner`, plus its run folder."""
+    fit = _new_fit(prepared, config)
+    config = fit["config"]
     run_dir = runs.new_run_dir(config.arch)
     runs.write_json(run_dir, "config.json", config.to_json())
     runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
     runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
     runs.update_record(run_dir, status="running", test_looks=0)
-    return Session(
-        prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
-        device=device, model=model, optimizer=optimizer, random_init=state is None,
-        pretrained=description, weights_tag=tag, batch_size=batch_size, n_groups=n_groups,
-    )
+    return Session(prepared=prepared, events=events, cancel=cancel, run_dir=run_dir, **fit)
 
 
 def restore_session(

@@ -12,16 +12,16 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import ConfigError
+from loupe.engine.core.formats import BUNDLE_SUFFIX
 from loupe.engine.data.resize import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRETRAINED_CHOICES = ("auto", "none")
 DEFAULT_LR = 1e-3  # fastai's default ``lr_max`` for fit_one_cycle (training from scratch)
 DEFAULT_FINE_TUNE_LR = 2e-3  # fastai's ``fine_tune(base_lr=2e-3)`` for pretrained runs
 AUTO_ARCH = "auto"  # the best architecture whose pretrained weights are installed
 MIN_SIZE, MAX_SIZE = 16, 1024
-BUNDLE_SUFFIX = ".loupe"  # loupe.engine.models.bundle.BUNDLE_SUFFIX, without importing torch
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from loupe.engine.core.events import Progress
+from loupe.engine.models.anatomy import classifier_layer
 from loupe.engine.training.batches import BatchLoader, epoch_seed
 from loupe.engine.training.loop import LoopContext, NonFiniteLoss, _check_cancel, to_model_input
 
@@ -38,10 +39,10 @@ LBFGS_ITERATIONS = 300
 
 def linear_head(model: nn.Module) -> nn.Linear | None:
     """The model's classifier when it is one Linear layer fed by ``forward_head``."""
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    ok = isinstance(head, nn.Linear) and hasattr(model, "forward_features")
-    return head if ok and hasattr(model, "forward_head") else None
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return None
+    head = classifier_layer(model)
+    return head if isinstance(head, nn.Linear) else None
 
 
 @torch.no_grad()  # not inference_mode: the head fit needs the features under autograd

@@ -1,16 +1,20 @@
-"""The epoch loop: one training pass, one validation pass, read top to bottom.
+"""The epoch loop: one training pass, one scoring pass, read top to bottom.
 
 Kept apart from the run bookkeeping (trainer.py) in the spirit of torchvision's
-``references/classification/train.py``: ``train_epoch`` and ``validate`` are plain
-functions over a :class:`LoopContext`. ``train_step`` is module-level on purpose: it is
-the one seam tests replace to inject an out-of-memory error or a non-finite loss.
+``references/classification/train.py``: ``train_epoch`` is a plain function over a
+:class:`LoopContext`, and :func:`score` is the one way Loupe scores labelled images, as
+torchvision's one ``evaluate()`` serves every epoch and ``--test-only``: validation during
+training, ``evaluate`` of a saved model (validation or locked test set) and the error
+analysis all get their per-sample logits, targets and losses from it. ``train_step`` is
+module-level on purpose: it is the one seam tests replace to inject an out-of-memory error
+or a non-finite loss.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -53,16 +57,34 @@ class LoopContext:
     on_progress: Callable[[Progress], None] = field(default=lambda event: None)
 
 
-def to_model_input(ctx: LoopContext, x: torch.Tensor, generator: torch.Generator | None):
+def channel_stats(values: Sequence[float], device: DeviceInfo) -> torch.Tensor:
+    """Per-channel mean or std as a 1×3×1×1 tensor on the device (broadcasts on a batch)."""
+    return torch.tensor(tuple(values), device=device.device).view(1, 3, 1, 1)
+
+
+def model_input(
+    x: torch.Tensor,
+    device: DeviceInfo,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Host batch → normalized device batch (uint8 or float 0..1 in, float out)."""
-    x = x.to(ctx.device.device, non_blocking=True)
+    x = x.to(device.device, non_blocking=True)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    if generator is not None:
-        x = ctx.augment(x, generator)
-    x = (x - ctx.mean) / ctx.std
-    if ctx.device.channels_last:
+    if augment is not None:
+        x = augment(x)
+    x = (x - mean) / std
+    if device.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def to_model_input(ctx: LoopContext, x: torch.Tensor, generator: torch.Generator | None):
+    """:func:`model_input` with ``ctx``'s device and statistics; augmented by ``ctx.augment``
+    when a ``generator`` gives the random draws."""
+    augment = None if generator is None else (lambda batch: ctx.augment(batch, generator))
+    return model_input(x, ctx.device, ctx.mean, ctx.std, augment)
 
 
 def train_step(ctx: LoopContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -156,7 +178,7 @@ def train_epoch(
 
 @dataclass
 class Scores:
-    """Everything validation produced, on the CPU: per-sample logits, targets, losses."""
+    """Everything :func:`score` produced, on the CPU: per-sample logits, targets, losses."""
 
     logits: torch.Tensor
     targets: torch.Tensor
@@ -178,20 +200,37 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bo
 
 
 @torch.inference_mode()
-def validate(
-    ctx: LoopContext, loader: BatchLoader, epoch: int, size: int, *, multi_label: bool
+def score(
+    model: nn.Module,
+    loader: BatchLoader,
+    size: int,
+    *,
+    device: DeviceInfo,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    multi_label: bool,
+    epoch: int = 0,
+    cancel: CancelToken | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Scores:
-    """Score every item of ``loader`` in order (center crop, no augmentation)."""
-    ctx.model.eval()
+    """Score every item of ``loader`` (an evaluation loader) in order, in eval mode.
+
+    ``device`` gives the mixed precision and memory layout, ``mean``/``std`` (1×3×1×1 on
+    the device, :func:`channel_stats`) the normalization. ``cancel`` is checked before
+    each batch; ``on_batch(n)`` is told each batch's size once it is scored.
+    """
+    model.eval()
     logits, targets = [], []
     with loader.epoch(epoch, size) as batches:
         for xb, yb, _ in batches:
-            _check_cancel(ctx.cancel)
-            x = to_model_input(ctx, xb, None)
-            with ctx.device.autocast():
-                out = ctx.model(x)
+            _check_cancel(cancel)
+            x = model_input(xb, device, mean, std)
+            with device.autocast():
+                out = model(x)
             logits.append(out.float().cpu())
             targets.append(yb)
+            if on_batch is not None:
+                on_batch(len(yb))
     if not logits:
         empty = torch.zeros(0)
         return Scores(empty, empty, empty)

@@ -3,8 +3,14 @@
 The loss first barely moves (rate too small), then falls (useful rates), then explodes
 (too large). The suggestion is fastai's default "valley": the middle-to-late part of the
 longest stretch where the smoothed loss keeps falling; "steep" (steepest descent) is
-reported too. The model is built exactly as ``train`` starts (pretrained body frozen),
-used once and thrown away: no run folder, no checkpoint.
+reported too.
+
+As fastai's ``LRFinder`` is a callback on the ordinary ``fit``, the sweep runs on the
+ordinary set-up: the :class:`~loupe.engine.training.learner.Learner` that ``train`` builds
+(same device, weights, model, optimizer, image cache, normalization and loop context, the
+pretrained body frozen as ``fine_tune`` starts), only without a run folder. What differs is
+the loop: one batch per rate, the rate raised every step. The learner is used once and
+thrown away: no run folder, no checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 import torch
 
-from loupe.engine.core.device import resolve_device, torch_threads
+from loupe.engine.core.device import torch_threads
 from loupe.engine.core.events import (
     CancelToken,
     EventCallback,
@@ -28,16 +34,10 @@ from loupe.engine.core.events import (
     ThrottledCallback,
     ignore_event,
 )
-from loupe.engine.training.augment import Augment
 from loupe.engine.training.batches import BatchLoader
+from loupe.engine.training.builders import build_learner
 from loupe.engine.training.config import TrainConfig
 from loupe.engine.training.loop import LoopContext, to_model_input, train_step
-from loupe.engine.training.setup import (
-    auto_batch_size,
-    build_targets,
-    load_pretrained,
-    resolve_arch_choice,
-)
 
 SMOOTH_BETA = 0.98
 DIVERGE_FACTOR = 4.0
@@ -105,12 +105,19 @@ def lr_find(
     cancel: CancelToken | None = None,
 ) -> LRFindResult:
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ≤ ``num_it`` batches."""
+    from loupe.engine.training.trainer import seed_everything
+
     events = ThrottledCallback(on_event)
-    config = resolve_arch_choice(config)
+    seed_everything(config.seed)  # as train does
     with torch_threads(config.threads):
-        ctx, loader = _setup(prepared, config, start_lr, events, cancel)
+        learner = build_learner(prepared, config, events, cancel)
+        ctx = learner.prepare_batches([li.item for li in prepared.plan.train])
+        if not learner.random_init:  # fine_tune starts frozen: find the rate for that phase
+            learner.freeze(True)
+        config = learner.config
         events(Started("lr-find", total=num_it, info={"arch": config.arch}))
-        lrs, losses = _sweep(ctx, loader, config.size, start_lr, end_lr, num_it, events)
+        lrs, losses = _sweep(ctx, learner.train_loader, config.size, start_lr, end_lr, num_it,
+                             events)
     if not lrs:
         lrs, losses = [start_lr], [float("nan")]
     suggestion, steep = suggest(lrs, losses, num_it)
@@ -119,55 +126,12 @@ def lr_find(
     return result
 
 
-def _setup(
-    prepared: Any, config: TrainConfig, start_lr: float, events: EventCallback, cancel
-) -> tuple:
-    from loupe.engine.data.cache import ImageCache, presize_for
-    from loupe.engine.data.stats import compute_mean_std
-    from loupe.engine.models.anatomy import layer_groups, norm_parameters
-    from loupe.engine.models.architectures import model_data_config
-    from loupe.engine.models.factory import create_model
-    from loupe.engine.training.builders import new_optimizer
-    from loupe.engine.training.trainer import seed_everything
-
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    state, _description, tag = load_pretrained(config)
-    plan = prepared.plan
-    model = create_model(config.arch, len(plan.classes), pretrained_state=state).to(device.device)
-    if state is not None:  # fine_tune starts frozen: find the rate for that phase
-        keep = {id(p) for p in norm_parameters(model)}
-        for group in layer_groups(model)[:-1]:
-            for p in group:
-                p.requires_grad_(id(p) in keep)
-    optimizer, _groups = new_optimizer(model, start_lr, config.wd, device)
-    cache = ImageCache(presize_for(config.size, config.resize),
-                       max_pixels=prepared.spec.max_pixels, resize=config.resize)
-    cache.warm([li.item for li in plan.train], on_event=events, cancel=cancel)
-    if state is None:
-        mean, std = compute_mean_std(cache, [li.item for li in plan.train], seed=config.seed)
-    else:
-        data = model_data_config(config.arch, tag)
-        mean, std = data["mean"], data["std"]
-    targets = build_targets(plan.train, plan.classes, plan.multi_label)
-    bs = config.batch_size or auto_batch_size(device, config.size)
-    loader = BatchLoader(cache.get, plan.train, targets, batch_size=bs, train=True,
-                         seed=config.seed, pin_memory=device.pin_memory, resize=config.resize)
-    loss_fn = torch.nn.BCEWithLogitsLoss() if plan.multi_label else torch.nn.CrossEntropyLoss()
-    ctx = LoopContext(
-        model=model, optimizer=optimizer, loss_fn=loss_fn, device=device,
-        mean=torch.tensor(mean, device=device.device).view(1, 3, 1, 1),
-        std=torch.tensor(std, device=device.device).view(1, 3, 1, 1),
-        augment=Augment(flip=config.flip, rotate=config.rotate, lighting=config.lighting),
-        seed=config.seed, scaler=device.make_scaler(), cancel=cancel,
-    )
-    return ctx, loader
-
-
-
-def _sweep(ctx, loader: BatchLoader, size: int, start_lr: float, end_lr: float,
+def _sweep(ctx: LoopContext, loader: BatchLoader, size: int, start_lr: float, end_lr: float,
            num_it: int, events: EventCallback) -> tuple[list[float], list[float]]:
-    """Run the batches, raising the rate each step; stop when the loss diverges."""
+    """Run the batches, raising the rate each step; stop when the loss diverges.
+
+    The model is in plain training mode, BatchNorm statistics included, as the finder has
+    always swept (``train_epoch`` keeps pretrained statistics frozen instead)."""
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf

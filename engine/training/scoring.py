@@ -1,5 +1,10 @@
 """Score a saved bundle on the validation set, or — only when asked — the locked test set.
 
+:func:`score_items` scores labelled images with a model's own preprocessing through the one
+scoring pass training validates with (:func:`loupe.engine.training.loop.score`); ``evaluate``
+and the error analysis (``loupe.engine.evaluation.analysis``) both use it, so a saved model
+scores its validation set exactly as its training's last epoch did.
+
 The test set exists to give one honest number at the end. Every look at it is counted
 (in the run record when the bundle's run folder is on this machine, else in a per-bundle
 record in the data dir) and a second look is flagged: choosing models by their test score
@@ -9,22 +14,27 @@ turns the test set into another validation set.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from torch import nn
 
 from loupe.engine.core import paths
 from loupe.engine.core.atomic import atomic_write_json
-from loupe.engine.core.device import resolve_device
+from loupe.engine.core.device import DeviceInfo, resolve_device
 from loupe.engine.core.errors import ConfigError, DatasetError
 from loupe.engine.core.events import CancelToken, EventCallback, WarningEvent, ignore_event
 from loupe.engine.training import runs
 from loupe.engine.training.batches import BatchLoader
-from loupe.engine.training.loop import Scores, per_sample_loss
+from loupe.engine.training.loop import Scores, channel_stats, score
 from loupe.engine.training.report import build_report
 from loupe.engine.training.setup import build_targets
+
+if TYPE_CHECKING:
+    from loupe.engine.data.cache import ImageCache
+    from loupe.engine.data.transforms import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,10 @@ def evaluate(
         hint = " (make one with --test-fraction, e.g. 0.1)" if test else ""
         raise DatasetError(f"the {split} set of {prepared.spec.root} is empty{hint}")
     _check_classes(items, meta.classes, bundle_path)
-    scores = _score(loaded.model, meta, items, device, batch_size, cancel)
+    scores = score_items(
+        loaded.model, meta.preprocessing, items, meta.classes, multi_label=meta.multi_label,
+        device=resolve_device(device), batch_size=batch_size, cancel=cancel,
+    )
     thresholds = meta.thresholds or (0.5,) * len(meta.classes)
     report = build_report(
         scores, items, meta.classes, multi_label=meta.multi_label, thresholds=thresholds
@@ -107,30 +120,46 @@ def _check_classes(items: Any, classes: tuple[str, ...], bundle_path: Path) -> N
         )
 
 
-@torch.no_grad()
-def _score(model, meta, items, device: str, batch_size: int, cancel) -> Scores:
-    """Per-sample logits and losses, with exactly the bundle's preprocessing."""
+def image_cache_for(preprocessing: Preprocessing, cache: ImageCache | None = None) -> ImageCache:
+    """``cache`` when its images are made as ``preprocessing`` makes them (same presize and
+    resize method), else a new cache that makes them so: another method's is never read."""
     from loupe.engine.data.cache import ImageCache
 
-    prep = meta.preprocessing
-    dev = resolve_device(device)
-    model = model.to(dev.device).eval()
-    cache = ImageCache(prep.presize, resize=prep.resize)
-    targets = build_targets(items, meta.classes, meta.multi_label)
+    pre = preprocessing
+    if cache is not None and (cache.presize, cache.resize) == (pre.presize, pre.resize):
+        return cache
+    return ImageCache(pre.presize, resize=pre.resize)
+
+
+def score_items(
+    model: nn.Module,
+    preprocessing: Preprocessing,
+    items: Sequence[Any],
+    classes: Sequence[str],
+    *,
+    multi_label: bool,
+    device: DeviceInfo,
+    batch_size: int = 32,
+    cache: ImageCache | None = None,
+    cancel: CancelToken | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Scores:
+    """Per-sample logits, targets and losses of the LabelledItems ``items``, in order.
+
+    The images go through exactly ``preprocessing`` (a bundle's, or a predictor's), from
+    ``cache`` when it was made that way (:func:`image_cache_for`), in batches of
+    ``batch_size``; the model runs on ``device`` as training runs it (:func:`loop.score`).
+    """
+    pre = preprocessing
+    cache = image_cache_for(pre, cache)
+    targets = build_targets(items, classes, multi_label)
     loader = BatchLoader(cache.get, items, targets, batch_size=batch_size, train=False,
-                         eval_presize=prep.presize, resize=prep.resize)
-    mean = torch.tensor(prep.mean, device=dev.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=dev.device).view(1, 3, 1, 1)
-    logits = []
-    with loader.epoch(0, prep.size) as batches:
-        for xb, _yb, _ in batches:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            x = (xb.to(dev.device).float() - mean) / std
-            with dev.autocast():
-                logits.append(model(x).float().cpu())
-    all_logits = torch.cat(logits)
-    return Scores(all_logits, targets, per_sample_loss(all_logits, targets, meta.multi_label))
+                         eval_presize=pre.presize, resize=pre.resize)
+    return score(
+        model.to(device.device), loader, pre.size, device=device,
+        mean=channel_stats(pre.mean, device), std=channel_stats(pre.std, device),
+        multi_label=multi_label, cancel=cancel, on_batch=on_batch,
+    )
 
 
 def _looks_run_dir(training: dict[str, Any]) -> Path | None:
@@ -141,7 +170,7 @@ def _looks_run_dir(training: dict[str, Any]) -> Path | None:
 
 def _looks_record(bundle_path: Path) -> Path:
     """Where looks are counted for a bundle whose run folder is not on this machine."""
-    from loupe.engine.models.weights import sha256_file
+    from loupe.engine.core.digest import sha256_file
 
     return paths.data_dir() / "test_looks" / f"{sha256_file(bundle_path)}.json"
 

@@ -1,8 +1,9 @@
 """The state of one training run and the steps ``trainer._run`` drives.
 
-A :class:`Session` owns the model, optimizer, batch loaders and run folder. It is built
-fresh (:func:`build_session`) or from a run's checkpoint (:func:`restore_session`); both
-end in the same object, so a resumed run executes the very code an uninterrupted one
+A :class:`Session` is a :class:`~loupe.engine.training.learner.Learner` (model, optimizer,
+image cache, batch loaders, loop context) with a run folder, a history and checkpoints. It
+is built fresh (:func:`build_session`) or from a run's checkpoint (:func:`restore_session`);
+both end in the same object, so a resumed run executes the very code an uninterrupted one
 does. Out-of-memory retries, checkpoints and per-epoch warnings live here.
 """
 
@@ -17,87 +18,40 @@ from typing import Any
 
 import torch
 
-from loupe.engine.core.device import DeviceInfo
 from loupe.engine.core.errors import TrainingError
-from loupe.engine.core.events import CancelToken, EpochEnded, EventCallback, Started, WarningEvent
+from loupe.engine.core.events import EpochEnded, Started, WarningEvent
 from loupe.engine.training import runs
-from loupe.engine.training.augment import Augment
-from loupe.engine.training.batches import BatchLoader
-from loupe.engine.training.config import TrainConfig
 from loupe.engine.training.head_fit import linear_head, probe_epoch
-from loupe.engine.training.loop import LoopContext, NonFiniteLoss, Scores, train_epoch, validate
+from loupe.engine.training.learner import Learner
+from loupe.engine.training.loop import NonFiniteLoss, Scores, score, train_epoch
 from loupe.engine.training.metrics import epoch_metrics
 from loupe.engine.training.schedule import Cycle, one_cycle
-from loupe.engine.training.setup import build_targets, imbalance_warning, random_init_message
+from loupe.engine.training.setup import imbalance_warning, random_init_message
 
 CHECKPOINT_FORMAT = 1
 
 
-@dataclass
-class Session:
+@dataclass(kw_only=True)
+class Session(Learner):
     """Everything a run needs between epochs (see module docstring)."""
 
-    prepared: Any
-    config: TrainConfig
-    events: EventCallback
-    cancel: CancelToken | None
     run_dir: Path
-    device: DeviceInfo
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    random_init: bool
-    pretrained: str
-    weights_tag: str | None
-    batch_size: int
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    n_groups: int = 3
-    ctx: LoopContext | None = None
     cycle: Cycle | None = None
     last_scores: Scores | None = None
     overfit_warned: bool = False
     snapshot: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.writer = runs.CheckpointWriter(self.run_dir)
-        plan = self.prepared.plan
-        self.classes: tuple[str, ...] = tuple(plan.classes)
-        self.multi_label = bool(plan.multi_label)
-        self.thresholds = (0.5,) * len(self.classes)
-        from loupe.engine.data.cache import ImageCache, presize_for
-
-        resize = self.config.resize
-        self.cache = ImageCache(
-            presize_for(self.config.size, resize), max_pixels=self.prepared.spec.max_pixels,
-            resize=resize,
-        )
-        self.train_targets = build_targets(plan.train, self.classes, self.multi_label)
-        self.valid_targets = build_targets(plan.valid, self.classes, self.multi_label)
-        self._make_loaders()
 
     @property
     def epochs_done(self) -> int:
         return len(self.history)
 
     # -- setup --------------------------------------------------------------------------
-
-    def _make_loaders(self) -> None:
-        plan, pin = self.prepared.plan, self.device.pin_memory
-        self.train_loader = BatchLoader(
-            self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
-            train=True, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
-        )
-        self.valid_loader = BatchLoader(
-            self.cache.get, plan.valid, self.valid_targets, batch_size=self.batch_size,
-            train=False, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
-        )
-        # The training images' validation view: what the frozen phase's head fit sees first.
-        self.probe_loader = BatchLoader(
-            self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
-            train=False, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
-        )
 
     def start(self, total_epochs: int) -> None:
         """Announce the run, warn, decode the images once, then set up the batch loop."""
@@ -116,51 +70,13 @@ class Session:
         message = imbalance_warning(plan)
         if message:
             self.events(WarningEvent("imbalance", message))
-        items = [li.item for li in (*plan.train, *plan.valid)]
-        self.cache.warm(items, on_event=self.events, cancel=self.cancel)
-        if self.mean is None or self.std is None:
-            self._choose_normalization()
-        self._make_context()
-
-    def _choose_normalization(self) -> None:
-        """Pretrained: the weights' own statistics. From scratch: the data's (fastai)."""
-        if self.random_init:
-            from loupe.engine.data.stats import compute_mean_std
-
-            items = [li.item for li in self.prepared.plan.train]
-            self.mean, self.std = compute_mean_std(
-                self.cache, items, seed=self.config.seed, cancel=self.cancel
-            )
-        else:
-            from loupe.engine.models.architectures import model_data_config
-
-            data = model_data_config(self.config.arch, self.weights_tag)
-            self.mean, self.std = tuple(data["mean"]), tuple(data["std"])
-
-    def _make_context(self) -> None:
-        dev = self.device.device
-        loss_fn = (
-            torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
-        )
-        cfg = self.config
-        self.ctx = LoopContext(
-            model=self.model, optimizer=self.optimizer, loss_fn=loss_fn, device=self.device,
-            mean=torch.tensor(self.mean, device=dev).view(1, 3, 1, 1),
-            std=torch.tensor(self.std, device=dev).view(1, 3, 1, 1),
-            augment=Augment(flip=cfg.flip, rotate=cfg.rotate, lighting=cfg.lighting),
-            seed=cfg.seed, scaler=self.device.make_scaler(), cancel=self.cancel,
-            on_progress=self.events, frozen_norm_stats=not self.random_init,
-        )
+        self.prepare_batches([li.item for li in (*plan.train, *plan.valid)])
 
     # -- phases and epochs --------------------------------------------------------------
 
     def enter_phase(self, frozen: bool, cycle: Cycle, epoch_in_phase: int) -> None:
         """Freeze (all but head and norm layers) or unfreeze; start this phase's cycle."""
-        from loupe.engine.models.anatomy import body_parameters, norm_parameters
-
-        keep = {id(p) for p in norm_parameters(self.model)}
-        for p in body_parameters(self.model):
-            p.requires_grad_(not frozen or id(p) in keep)
+        self.freeze(frozen)
         self.cycle = cycle
         self._reschedule(epoch_in_phase)
 
@@ -209,7 +125,7 @@ class Session:
             train_loss = train_epoch(
                 self.ctx, self.train_loader, epoch, size, per_epoch * (total - epoch - 1)
             )
-        scores = validate(self.ctx, self.valid_loader, epoch, size, multi_label=self.multi_label)
+        scores = self.validate(epoch, size)
         if not math.isfinite(scores.loss):
             raise NonFiniteLoss(scores.loss, epoch, None, where="validation")
         metrics = epoch_metrics(
@@ -222,6 +138,14 @@ class Session:
             "valid_loss": scores.loss, **metrics, "size": size,
             "batch_size": self.batch_size, "seconds": time.monotonic() - start,
         }
+
+    def validate(self, epoch: int, size: int) -> Scores:
+        """The validation set scored as every model is scored (:func:`loop.score`)."""
+        assert self.ctx is not None
+        return score(
+            self.model, self.valid_loader, size, device=self.device, mean=self.ctx.mean,
+            std=self.ctx.std, multi_label=self.multi_label, epoch=epoch, cancel=self.cancel,
+        )
 
     def _snapshot(self) -> dict[str, Any]:
         """CPU copies of model and optimizer state: what an OOM retry goes back to."""
@@ -242,7 +166,7 @@ class Session:
         self.model.load_state_dict(snapshot["model"])
         self.optimizer.load_state_dict(snapshot["optimizer"])
         self.batch_size = old // 2
-        self._make_loaders()
+        self.make_loaders()
         self._reschedule(epoch_in_phase)
         self.events(
             WarningEvent(
@@ -303,19 +227,16 @@ class Session:
 
         scores = self.last_scores
         if scores is None:
-            assert self.ctx is not None
-            scores = validate(
-                self.ctx, self.valid_loader, self.epochs_done, self.config.size,
-                multi_label=self.multi_label,
-            )
+            scores = self.validate(self.epochs_done, self.config.size)
         return build_report(
             scores, self.prepared.plan.valid, self.classes,
             multi_label=self.multi_label, thresholds=self.thresholds,
         )
 
     def save_bundle(self, report: dict[str, Any]) -> Path:
+        from loupe.engine.core.formats import BUNDLE_SUFFIX
         from loupe.engine.data.transforms import Preprocessing
-        from loupe.engine.models.bundle import BUNDLE_SUFFIX, BundleMeta, save_bundle
+        from loupe.engine.models.bundle import BundleMeta, save_bundle
         from loupe.engine.training.report import training_summary
 
         assert self.mean is not None and self.std is not None

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from loupe.engine.core.device import DeviceInfo
+from loupe.engine.core.errors import DatasetError
 from loupe.engine.core.events import CancelToken, EventCallback
 from loupe.engine.training.config import AUTO_ARCH, DEFAULT_FINE_TUNE_LR, DEFAULT_LR, TrainConfig
 
@@ -79,8 +80,24 @@ def auto_batch_size(device: DeviceInfo, size: int) -> int:
 
 
 def build_targets(items: Sequence[Any], classes: Sequence[str], multi_label: bool) -> torch.Tensor:
-    """Class indices (single-label) or a multi-hot float matrix (multi-label)."""
+    """Class indices (single-label) or a multi-hot float matrix (multi-label) of the
+    LabelledItems ``items``, in order: the targets of training, evaluation and analysis.
+
+    A label that is not one of ``classes``, or a single-label item without exactly one
+    label, is a DatasetError naming the file (scoring a model on data it was not made for).
+    """
     index = {c: i for i, c in enumerate(classes)}
+    for li in items:
+        missing = [label for label in li.labels if label not in index]
+        if missing:
+            raise DatasetError(
+                f"{li.item.path}: label {missing[0]!r} is not a class of this model "
+                f"(classes: {', '.join(classes)}); use the data the model was trained on"
+            )
+        if not multi_label and len(li.labels) != 1:
+            raise DatasetError(
+                f"{li.item.path}: {len(li.labels)} labels for a single-label model"
+            )
     if multi_label:
         targets = torch.zeros(len(items), len(classes))
         for row, li in enumerate(items):

@@ -202,6 +202,8 @@ def _ready_window() -> tuple[Any, Any, list[str], list[float]]:
 
 def child_gui(args: argparse.Namespace) -> dict[str, Any]:
     """Measurement 2: the same training started from the Train page, window open."""
+    from loupe.desktop.workers import TaskState
+
     context, window, errors, idle_ticks = _ready_window()
     stop_file = Path(os.environ.get("LOUPE_HOME", tempfile.gettempdir())) / f"stop-{os.getpid()}"
     # What the OS scheduler alone does to a timer now: a process sharing no GIL with us.
@@ -214,14 +216,14 @@ def child_gui(args: argparse.Namespace) -> dict[str, Any]:
     if worker is None:
         raise RuntimeError(f"start_training refused: {errors or window.train_page.status.text()}")
     worker.event.connect(probe.note_event)
-    _run_until(lambda: worker.outcome not in ("pending", "running"), 1800, "training")
+    _run_until(lambda: not worker.state.active, 1800, "training")
     done_at, finished = len(probe.ticks), time.perf_counter()
     _run_until(lambda: time.perf_counter() - finished >= AFTER_DONE_S, 60, "the pause")
     probe.timer.stop()
     stop_file.touch()
     control_ticks = [t for t in json.loads(control.communicate(timeout=60)[0]) if t <= finished]
-    if worker.outcome != "finished":
-        raise RuntimeError(f"training {worker.outcome}: {worker.error!r} {errors}")
+    if worker.state is not TaskState.FINISHED:
+        raise RuntimeError(f"training {worker.state.value}: {worker.error!r} {errors}")
     result = {
         **throughput(worker.result, context.prepared, args.batch_size),
         "ticks": probe.ticks, "done_index": done_at, "events": probe.events,

@@ -73,6 +73,16 @@ def messages(monkeypatch) -> MessageRecorder:
 
 
 @pytest.fixture
+def runner(qapp):
+    """A task runner of its own (no window); its threads must stop after the test."""
+    from loupe.desktop.workers import TaskRunner
+
+    runner = TaskRunner()
+    yield runner
+    assert runner.shutdown(10_000)
+
+
+@pytest.fixture
 def window(qtbot):
     """A shown MainWindow; afterwards its workers must all stop within a minute."""
     from PySide6.QtWidgets import QApplication

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from loupe.desktop.context import AppContext
 from loupe.desktop.main_window import MainWindow
+from loupe.desktop.workers import TaskState
 from loupe.engine.core.resources import sample_dir
 from loupe.engine.data.project import project_file
 from tests.desktop.views_fixtures import make_dataset
@@ -107,15 +108,15 @@ def test_close_during_training_asks_cancels_waits_and_saves(sample_window, qtbot
     win = sample_window
     page = win.train_page
     worker = page.start_training(epochs=50, **TINY)
-    qtbot.waitUntil(lambda: worker.outcome == "running", timeout=10_000)
+    qtbot.waitUntil(lambda: worker.state is TaskState.RUNNING, timeout=10_000)
     messages.answer = messages.answer.No
     win.close()
-    assert win.isVisible() and worker.outcome == "running"
+    assert win.isVisible() and worker.state is TaskState.RUNNING
     messages.answer = messages.answer.Yes
     win.close()
     assert [k for k in messages.kinds() if k == "question"] == ["question", "question"]
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=60_000)
-    assert worker.outcome == "cancelled"
+    assert worker.state is TaskState.CANCELLED
     assert win.context.runner.active() == []
     assert not any("Destroyed while thread" in r.message for r in qtlog.records)
     assert QSettings().value("window/geometry") is not None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from loupe.desktop.pages.predict_page import PredictPage
+from loupe.desktop.workers import TaskState
 from tests.desktop.test_widgets import send_drop
 from tests.desktop.views_fixtures import (  # noqa: F401 - fixtures
     bundle_file,
@@ -151,8 +152,8 @@ def test_model_calls_from_pages_take_turns(qtbot, page, tmp_path):
     runner = page._context.runner
     with using_model(page._context.predictor):  # e.g. an analysis holding the model
         page.predict_paths([image])
-        qtbot.waitUntil(lambda: any(w.name == "predict" and w.outcome == "running"
-                                    for w in runner.active()))
+        qtbot.waitUntil(lambda: any(t.kind == "predict" and t.state is TaskState.RUNNING
+                                    for t in runner.active()))
         qtbot.wait(50)  # let a (wrongly) finished worker deliver its result, if any
         assert page.current_view() is None  # the prediction waits for the model
     with qtbot.waitSignal(page.predictionShown, timeout=30_000):
@@ -183,7 +184,8 @@ def test_cancelling_a_folder_run_writes_nothing(qtbot, page, dataset_root):  # n
     with using_model(page._context.predictor):  # the run waits for the model...
         page.predict_folder(dataset_root)
         assert panel.is_running() and panel.cancel_button.isEnabled()
-        with qtbot.waitSignal(panel._worker.cancelled, timeout=10_000):
+        task = page._context.runner.current("predict-folder", owner=panel)
+        with qtbot.waitSignal(task.cancelled, timeout=10_000):
             panel.cancel_button.click()  # ...and is cancelled while it waits
     assert not panel.is_running() and panel.result() is None
     assert "Cancelled" in panel.title.text() and not panel.save_button.isEnabled()

@@ -88,7 +88,9 @@ def test_clicking_a_confusion_cell_lists_its_images(qtbot, analysed):
 
 def test_a_clicked_cell_lists_its_own_images_while_the_maps_compute(qtbot, analysed):
     page, data = analysed
-    qtbot.waitUntil(lambda: page.confusion._worker is None, timeout=60_000)  # first cell
+    runner = page._context.runner
+    qtbot.waitUntil(lambda: not runner.is_running("cell-images", owner=page.confusion),
+                    timeout=60_000)  # first cell
     shown = {Path(item.data) for item in page.cell_grid.items()}
     classes, counts = data.analysis.classes, data.analysis.confusion.counts
     row, column = next((i, j) for i in range(2) for j in range(2)

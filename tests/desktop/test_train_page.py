@@ -13,6 +13,7 @@ import loupe.engine.models.weights
 import loupe.engine.models.weights_download
 import loupe.engine.training
 from loupe.desktop.pages.train_settings import probe_devices
+from loupe.desktop.workers import TaskState
 from loupe.engine.core.errors import WeightsError
 from loupe.engine.training.lr_finder import LRFindResult
 
@@ -169,14 +170,14 @@ def test_training_cannot_start_beside_the_lr_finder_and_stop_cancels_it(train_pa
             threading.Event().wait(0.01)
 
     monkeypatch.setattr(loupe.engine.training, "lr_find", slow_lr_find)
-    train_page.find_lr()
+    task = train_page.find_lr()
     qtbot.waitUntil(started.is_set, timeout=10_000)
     assert not train_page.start_button.isEnabled()
     assert train_page.start_training() is None  # e.g. Ctrl+T while the finder runs
     assert train_page.stop_button.isEnabled()
-    with qtbot.waitSignal(train_page.lr_worker.done, timeout=10_000):
+    with qtbot.waitSignal(task.done, timeout=10_000):
         train_page.stop_button.click()
-    assert train_page.lr_worker.outcome == "cancelled"
+    assert task.state is TaskState.CANCELLED
     assert train_page.start_button.isEnabled() and not train_page.stop_button.isEnabled()
 
 
@@ -275,3 +276,23 @@ def test_resize_combo_round_trips_through_the_config_and_locks_while_training(qt
     assert not combo.isEnabled()
     settings.set_running(False)
     assert combo.isEnabled()
+
+
+def test_learning_rate_is_left_to_the_engine_unless_the_user_sets_one(qtbot):
+    """An empty field means fastai's default for the run (2e-3 fine-tuning pretrained
+    weights, 1e-3 from scratch), resolved by the engine once it knows the weights."""
+    from loupe.desktop.pages.train_settings import TrainSettings
+
+    settings = TrainSettings()
+    qtbot.addWidget(settings)
+    settings.load_limits()
+    assert settings.lr.text() == "" and settings.config().lr is None
+    assert "2.00e-3" in settings.lr.placeholderText()
+    settings.set_lr(5e-4)
+    saved = settings.config().to_json()
+    again = TrainSettings()
+    qtbot.addWidget(again)
+    again.apply_saved(saved)
+    assert again.config().lr == pytest.approx(5e-4)
+    again.apply_saved({**saved, "lr": None})
+    assert again.lr.text() == "" and again.config().lr is None

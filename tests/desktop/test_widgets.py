@@ -70,7 +70,7 @@ def test_mpl_canvas_follows_palette_and_draws(qtbot):
     assert len(canvas.figure.axes) == 1 and ax.lines
 
 
-def test_image_grid_decodes_off_the_ui_thread(qtbot, tmp_path, monkeypatch):
+def test_image_grid_decodes_off_the_ui_thread(qtbot, runner, tmp_path, monkeypatch):
     paths = [make_image(tmp_path / f"img{i}.png", (10 * i, 100, 50), seed=i) for i in range(3)]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png at all")
@@ -82,7 +82,7 @@ def test_image_grid_decodes_off_the_ui_thread(qtbot, tmp_path, monkeypatch):
         return real(item, size)
 
     monkeypatch.setattr(image_grid, "load_thumbnail", spy)
-    grid = ImageGrid(thumb_size=32)
+    grid = ImageGrid(runner=runner, thumb_size=32)
     qtbot.addWidget(grid)
     items = [GridItem(path=p, caption=p.name, data=i) for i, p in enumerate(paths)]
     items.append(GridItem(path=broken, caption="broken"))
@@ -98,10 +98,32 @@ def test_image_grid_decodes_off_the_ui_thread(qtbot, tmp_path, monkeypatch):
     assert model.data(model.index(0), Qt.ItemDataRole.DisplayRole) == "img0.png"
 
 
-def test_image_grid_cells_do_not_take_the_first_thumbnails_shape(qtbot):
+def test_new_items_drop_the_old_items_thumbnails(qtbot, runner, monkeypatch):
+    release = threading.Event()
+    real = image_grid.load_thumbnail
+
+    def slow_for_old(item, size):
+        if item.caption == "old":
+            release.wait(10)
+        return real(item, size)
+
+    monkeypatch.setattr(image_grid, "load_thumbnail", slow_for_old)
+    grid = ImageGrid(runner=runner, thumb_size=16)
+    qtbot.addWidget(grid)
+    model = grid.grid_model
+    grid.set_items([GridItem(image=np.zeros((8, 8, 3), np.uint8), caption="old")])
+    qtbot.waitUntil(lambda: runner.is_running("thumbnails", owner=model), timeout=5_000)
+    with qtbot.waitSignal(model.idle, timeout=10_000):
+        grid.set_items([GridItem(image=np.full((8, 8, 3), 255, np.uint8), caption="new")])
+    release.set()  # the old decode ends now; its black thumbnail must not reach row 0
+    qtbot.waitUntil(lambda: not runner.active(), timeout=10_000)
+    assert model.thumbnail(0).toImage().pixelColor(8, 8).getRgb()[:3] == (255, 255, 255)
+
+
+def test_image_grid_cells_do_not_take_the_first_thumbnails_shape(qtbot, runner):
     # A wide first image used to fix every cell's size (uniform item sizes): tall
     # thumbnails were then cut in half and captions drawn over the images.
-    grid = ImageGrid(thumb_size=48)
+    grid = ImageGrid(runner=runner, thumb_size=48)
     qtbot.addWidget(grid)
     grid.resize(600, 300)
     grid.show()
@@ -116,9 +138,9 @@ def test_image_grid_cells_do_not_take_the_first_thumbnails_shape(qtbot):
         assert rect.width() >= 48 and rect.height() >= 48
 
 
-def test_image_grid_selection_and_context_menu(qtbot, tmp_path):
+def test_image_grid_selection_and_context_menu(qtbot, runner, tmp_path):
     paths = [make_image(tmp_path / f"s{i}.png", (0, 0, 200), seed=i) for i in range(3)]
-    grid = ImageGrid(thumb_size=24)
+    grid = ImageGrid(runner=runner, thumb_size=24)
     qtbot.addWidget(grid)
     grid.set_items([GridItem(path=p, caption=p.name, data=p) for p in paths])
     seen: list[list[Path]] = []

@@ -9,8 +9,8 @@ from PIL import Image
 
 from loupe.engine.core.errors import CancelledError, DatasetError
 from loupe.engine.core.events import CancelToken, Progress, WarningEvent
-from loupe.engine.data.dataset import DataSpec, inspect_report, prepare_data
-from loupe.engine.data.labels import LabelRule, Overrides
+from loupe.engine.data.dataset import DataSpec, inspect_report, prepare_data, prepare_stages
+from loupe.engine.data.labels import LabelRule, Overrides, parse_label_rule
 from loupe.engine.data.splits import SplitRule
 
 
@@ -115,6 +115,18 @@ def test_nothing_labelled_names_the_rule(tmp_path):
     write_image(root / "2dog.png", (0, 0, 0))
     with pytest.raises(DatasetError, match="label rule 'upper' labelled none of the 2"):
         prepare_data(DataSpec(root, LabelRule("upper"), SplitRule()))
+
+
+def test_stages_keep_what_was_done_before_the_stage_that_failed(tmp_path):
+    """The desktop shows the scan and the labelling of a rule that labels nothing."""
+    root = make_folder(tmp_path / "pets")
+    stages = prepare_stages(DataSpec(root, parse_label_rule("regex:(zebra)"), SplitRule()))
+    assert len(stages.scan.items) == 16 and len(stages.labelling.unmatched) == 16
+    assert stages.plan is None and stages.prepared is None
+    assert "labelled none of the 16" in str(stages.error)
+    relabelled = prepare_stages(DataSpec(root, LabelRule("parent"), SplitRule()),
+                                scan=stages.scan)
+    assert relabelled.error is None and relabelled.prepared.scan is stages.scan
 
 
 def test_cancel_stops_preparation(tmp_path):

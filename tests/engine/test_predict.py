@@ -69,6 +69,8 @@ def test_unknown_threshold_is_off_by_default_and_applies_when_set(tmp_path):
 
     above = predictor_for(BiasNet(LOGITS), CLASSES, unknown_below=top - 0.05).predict(image)
     assert above.unknown is False and above.label == "ant"
+    # A threshold chosen after predicting (the desktop's slider) follows the same rule.
+    assert [above.unknown_at(t) for t in (None, top - 0.05, top + 0.05)] == [False, False, True]
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -0.2])
