@@ -326,3 +326,15 @@ def test_window_title_names_the_folder_once_and_loupe_once(window, qtbot, tmp_pa
     QGuiApplication.setApplicationDisplayName("Loupe")
     assert window.windowTitle().startswith("pets")
     assert window.windowTitle().endswith(QGuiApplication.applicationDisplayName())
+
+
+def test_warm_up_imports_the_engine_modules_the_pages_call_first():
+    """The Start click must not import engine modules on the GUI thread (a 40 ms stall)."""
+    import sys
+
+    from loupe.desktop.main_window import WARM_MODULES, _warm_up
+
+    info = _warm_up()
+    assert info["kind"] in ("cpu", "cuda", "mps")
+    assert all(name in sys.modules for name in WARM_MODULES)
+    assert "loupe.engine.training.trainer" in WARM_MODULES
