@@ -2,7 +2,9 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``, which adds
 its parser and sets ``func`` to a ``run(args) -> int``. Library code never prints or
-exits; only this package does.
+exits; only this package does. Human output passes every class name, file name and
+message through ``core.text.printable`` (no raw terminal controls); JSON output passes
+strings through ``core.text.json_safe`` (file-name bytes that are not UTF-8 as ``\\xNN``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from loupe.engine.core.errors import CancelledError, LoupeError, describe_error
+from loupe.engine.core.text import printable
 
 # Sub-command modules under loupe.engine.cli, in the order ``loupe --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -63,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     # An OSError is about a file we were told to write or read: say which, no traceback.
     except (LoupeError, OSError) as err:
-        print(f"loupe {args.command}: error: {describe_error(err)}", file=sys.stderr)
+        message = printable(describe_error(err), keep_newlines=True)
+        print(f"loupe {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 from loupe.engine.cli.predict_cmd import _positive, _probability
 from loupe.engine.core.device import DEVICES
+from loupe.engine.core.text import json_safe, printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,15 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loupe.engine.core.errors import DatasetError
+    from loupe.engine.core.outputs import check_output
     from loupe.engine.data.dataset import prepare_data
     from loupe.engine.evaluation.analysis import analyze
     from loupe.engine.evaluation.analysis_plots import write_report
     from loupe.engine.inference.predict import Predictor
 
-    _refuse_out_inside_images(Path(args.out), Path(args.root))
+    check_output(args.out, folders=(args.root,), option="--out")
     predictor = Predictor.from_file(args.model, device=args.device)
     for warning in apply_model_defaults(args, args.model):
-        print(f"loupe {args.command}: warning: {warning}", file=sys.stderr)
+        print(f"loupe {args.command}: warning: {printable(warning)}", file=sys.stderr)
     prepared = prepare_data(data_spec_from_args(args))
     items = prepared.plan.test if args.test else prepared.plan.valid
     if not items:
@@ -77,26 +78,14 @@ def run(args: argparse.Namespace) -> int:
     )
     written = write_report(analysis, predictor, args.out, opacity=args.opacity)
     if args.json:
-        print(json.dumps(analysis.to_json(), ensure_ascii=False))
+        print(json.dumps(json_safe(analysis.to_json()), ensure_ascii=False))
         return 0
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(analysis.metrics.items()))
     print(f"{analysis.count} images: {metrics}")
     for pair in analysis.most_confused[:5]:
-        print(f"  {pair.actual} -> {pair.predicted}: {pair.count}")
+        print(f"  {printable(pair.actual)} -> {printable(pair.predicted)}: {pair.count}")
     for skipped in analysis.skipped:
-        print(f"skipped (unreadable): {skipped}", file=sys.stderr)
-    print("wrote: " + ", ".join(str(p) for p in written))
+        print(f"skipped (unreadable): {printable(skipped)}", file=sys.stderr)
+    print("wrote: " + ", ".join(printable(p) for p in written))
     return 0
 
-
-def _refuse_out_inside_images(out: Path, root: Path) -> None:
-    """Figures are PNGs with fixed names: inside the image folder they could replace a
-    user's image (``confusion.png``) and would be scanned as data next time."""
-    from loupe.engine.core.errors import ConfigError
-
-    out_real, root_real = out.expanduser().resolve(), root.expanduser().resolve()
-    if out_real == root_real or root_real in out_real.parents:
-        raise ConfigError(
-            f"--out {out} is inside the image folder {root}; Loupe never writes there. "
-            "Choose a folder outside it."
-        )

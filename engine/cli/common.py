@@ -144,6 +144,7 @@ def apply_model_defaults(args: argparse.Namespace, model: str | Path) -> list[st
 
 def data_spec_from_args(args: argparse.Namespace):
     """Build the :class:`engine.data.dataset.DataSpec` from parsed options (ConfigError if bad)."""
+    from loupe.engine.core.outputs import check_home_outside
     from loupe.engine.data.dataset import DataSpec
     from loupe.engine.data.imageio import DEFAULT_MAX_PIXELS
     from loupe.engine.data.project import load_project, project_file
@@ -157,6 +158,7 @@ def data_spec_from_args(args: argparse.Namespace):
         subset=args.subset,
         group_check=args.group_check,
     )
+    check_home_outside(root)  # before anything creates Loupe's folders there
     overrides = None
     if not args.no_overrides and root.is_dir() and project_file(root).exists():
         overrides = load_project(root)[0].overrides

@@ -12,6 +12,7 @@ import sys
 
 from loupe.engine.cli.common import add_data_options, apply_model_defaults, data_spec_from_args
 from loupe.engine.core.device import DEVICES
+from loupe.engine.core.text import json_safe, printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,23 +36,23 @@ def run(args: argparse.Namespace) -> int:
     from loupe.engine.training import evaluate
 
     for warning in apply_model_defaults(args, args.model):
-        print(f"loupe {args.command}: warning: {warning}", file=sys.stderr)
+        print(f"loupe {args.command}: warning: {printable(warning)}", file=sys.stderr)
     prepared = prepare_data(data_spec_from_args(args))
     result = evaluate(args.model, prepared, test=args.test, device=args.device)
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+        print(json.dumps(json_safe(result.to_json()), ensure_ascii=False))
         return 0
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning, keep_newlines=True)}", file=sys.stderr)
     print(f"{result.split} set: {result.n_images} images")
     for key, value in result.metrics.items():
         print(f"  {key:<16}{value:.4f}")
     print(f"\n{'class':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for row in result.per_class:
-        print(f"{row['class'][:23]:<24}{row['precision']:>10.3f}{row['recall']:>10.3f}"
+        print(f"{printable(row['class'])[:23]:<24}{row['precision']:>10.3f}{row['recall']:>10.3f}"
               f"{row['f1']:>10.3f}{row['support']:>9}")
     if result.confusion is not None:
-        names = [row["class"][:10] for row in result.per_class]
+        names = [printable(row["class"])[:10] for row in result.per_class]
         print("\nconfusion (rows: actual, columns: predicted)")
         print(" " * 12 + "".join(f"{n:>11}" for n in names))
         for name, counts in zip(names, result.confusion, strict=True):

@@ -12,6 +12,7 @@ import argparse
 import json
 
 from loupe.engine.cli.predict_cmd import _positive
+from loupe.engine.core.text import json_safe, printable
 
 
 def _tolerance(text: str) -> float:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.torchscript:
         raise ConfigError("say what to export: --onnx FILE and/or --torchscript FILE")
+    _check_outputs(args)
     if args.onnx:
         require_onnx()  # before loading the model: fail fast with the install hint
     predictor = Predictor.from_file(args.model, warm_up=False)
@@ -67,13 +69,33 @@ def run(args: argparse.Namespace) -> int:
     if args.torchscript:
         report["torchscript"] = str(export_torchscript(predictor, args.torchscript))
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(json_safe(report)))
         return status
     if args.onnx:
         verdict = "ok" if report["parity_ok"] else f"ABOVE tolerance {args.tolerance:g}"
-        print(f"ONNX: {report['onnx']} (+ {report['sidecar']})")
+        print(f"ONNX: {printable(report['onnx'])} (+ {printable(report['sidecar'])})")
         print(f"parity on {report['checked_images']} images: largest |ONNX - PyTorch| logit "
               f"difference {report['max_abs_diff']:.2e} ({verdict})")
     if args.torchscript:
-        print(f"TorchScript: {report['torchscript']}")
+        print(f"TorchScript: {printable(report['torchscript'])}")
     return status
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """No output (the ONNX file, its JSON sidecar, the TorchScript file) may replace the
+    model, a check image or another output: a model loads whatever its extension."""
+    from pathlib import Path
+
+    from loupe.engine.core.outputs import check_distinct, check_output
+    from loupe.engine.inference.export import sidecar_path
+
+    outputs = []
+    if args.onnx:
+        onnx = Path(args.onnx).expanduser()
+        outputs += [("--onnx", onnx), ("the --onnx sidecar", sidecar_path(onnx))]
+    if args.torchscript:
+        outputs.append(("--torchscript", Path(args.torchscript).expanduser()))
+    inputs = [args.model, *args.check_images]
+    for option, path in outputs:
+        check_output(path, inputs=inputs, option=option)
+    check_distinct(outputs)

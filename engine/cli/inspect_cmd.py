@@ -16,6 +16,7 @@ from typing import TextIO
 
 from loupe.engine.cli.common import add_data_options, data_spec_from_args
 from loupe.engine.core.events import Event, Progress, ThrottledCallback, ignore_event
+from loupe.engine.core.text import json_safe, printable
 
 UNLABELLED_SHOWN = 20
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_data(spec, on_event=_progress_printer(sys.stderr))
     report = inspect_report(prepared)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps(json_safe(report), indent=2, ensure_ascii=False))
     else:
         reasons = {u.item.rel: u.reason for u in prepared.labelling.unmatched}
         print(format_report(report, header=_header(prepared), reasons=reasons))
@@ -70,18 +71,20 @@ def _header(prepared) -> str:
         extras.append(f"subset {split.subset:g}")
     kind = "multi-label" if prepared.labelling.multi_label else "single-label"
     return (
-        f"Folder: {spec.root}\n"
+        f"Folder: {printable(spec.root)}\n"
         f"Images: {len(prepared.scan.items)} usable, {len(prepared.scan.rejected)} rejected; "
         f"{len(prepared.labelling.labelled)} labelled ({kind}), "
         f"{len(prepared.labelling.unmatched)} unlabelled, "
         f"{len(prepared.labelling.excluded)} excluded\n"
-        f"Label rule: {spec.label.spec}    Split: {split.spec} ({', '.join(extras)})"
+        f"Label rule: {printable(spec.label.spec)}    Split: {printable(split.spec)} "
+        f"({', '.join(extras)})"
     )
 
 
 def _table(report: dict) -> list[str]:
     sets = ("train", "valid", "test")
-    width = max([len("class"), len("total")] + [len(c) for c in report["classes"]])
+    names = {cls: printable(cls) for cls in report["classes"]}
+    width = max([len("class"), len("total")] + [len(n) for n in names.values()])
     lines = [f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in (*sets, "total"))]
     totals = dict.fromkeys(sets, 0)
     for cls in report["classes"]:
@@ -89,7 +92,7 @@ def _table(report: dict) -> list[str]:
         for s in sets:
             totals[s] += n[s]
         row = "  ".join(f"{n[s]:>6}" for s in sets) + f"  {sum(n.values()):>6}"
-        lines.append(f"{cls:<{width}}  {row}")
+        lines.append(f"{names[cls]:<{width}}  {row}")
     lines.append("-" * len(lines[0]))
     row = "  ".join(f"{totals[s]:>6}" for s in sets) + f"  {sum(totals.values()):>6}"
     lines.append(f"{'total':<{width}}  {row}")
@@ -100,21 +103,25 @@ def format_report(
     report: dict, *, header: str = "", reasons: dict[str, str] | None = None
 ) -> str:
     """The human-readable report (the same facts as the JSON object, plus the reason
-    each unlabelled file was not matched when ``reasons`` is given)."""
+    each unlabelled file was not matched when ``reasons`` is given). Names and messages
+    are passed through ``core.text.printable``: no terminal control is printed raw."""
     reasons = reasons or {}
     lines = [header, ""] if header else []
     lines += _table(report)
     if report["warnings"]:
         lines += ["", f"Warnings ({len(report['warnings'])}):"]
-        lines += [f"  - {w}" for w in report["warnings"]]
+        lines += [f"  - {printable(w, keep_newlines=True)}" for w in report["warnings"]]
     if report["rejected"]:
         lines += ["", f"Rejected files ({len(report['rejected'])}):"]
-        lines += [f"  {r['path']}: {r['reason']}" for r in report["rejected"]]
+        lines += [f"  {printable(r['path'])}: {printable(r['reason'], keep_newlines=True)}"
+                  for r in report["rejected"]]
     unlabeled = report["unlabeled"]
     if unlabeled:
         lines += ["", f"Unlabelled files ({len(unlabeled)}):"]
         for path in unlabeled[:UNLABELLED_SHOWN]:
-            lines.append(f"  {path}: {reasons[path]}" if path in reasons else f"  {path}")
+            shown = printable(path)
+            lines.append(f"  {shown}: {printable(reasons[path], keep_newlines=True)}"
+                         if path in reasons else f"  {shown}")
         if len(unlabeled) > UNLABELLED_SHOWN:
             lines.append(f"  ... and {len(unlabeled) - UNLABELLED_SHOWN} more")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import sys
 
 from loupe.engine.cli.common import add_data_options, data_spec_from_args
 from loupe.engine.cli.train_cmd import EpochPrinter, add_model_options, config_from_args
+from loupe.engine.core.text import json_safe, printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,17 +34,23 @@ def run(args: argparse.Namespace) -> int:
     from loupe.engine.training import lr_find
     from loupe.engine.training.lr_finder import plot_lr_find
 
+    if args.plot:
+        from loupe.engine.core.outputs import check_output
+
+        pretrained = args.pretrained if args.pretrained not in ("auto", "none") else None
+        check_output(args.plot, inputs=(pretrained,), folders=(args.root,), option="--plot")
     printer = EpochPrinter(sys.stdout, sys.stderr, as_json=args.json)
     prepared = prepare_data(data_spec_from_args(args), on_event=printer)
     result = lr_find(prepared, config_from_args(args), on_event=printer)
     plot = str(plot_lr_find(result, args.plot)) if args.plot else None
     if args.json:
-        print(json.dumps({"suggestion": result.suggestion, "steep": result.steep, "plot": plot,
+        print(json.dumps({"suggestion": result.suggestion, "steep": result.steep,
+                          "plot": json_safe(plot),
                           "lrs": list(result.lrs), "losses": list(result.losses)}))
         return 0
     print(f"Suggested learning rate: {result.suggestion:.2e} (valley); "
           f"steepest descent at {result.steep:.2e}")
-    print(f"Use it with: loupe train {args.root} --lr {result.suggestion:.2g}")
+    print(f"Use it with: loupe train {printable(args.root)} --lr {result.suggestion:.2g}")
     if plot:
-        print(f"Plot saved: {plot}")
+        print(f"Plot saved: {printable(plot)}")
     return 0

@@ -5,7 +5,9 @@ ImageNet classes, ``loupe.engine.inference.imagenet``): what transfer learning s
 
 Text output is one line per image; ``--json`` prints one JSON object per line per image:
 ``{"path", "top": [{"label", "prob"}]}`` plus ``"unknown"`` when ``--unknown-below`` is
-set and ``"cam"`` (the overlay's path) when ``--cam`` is given. ``--cam FILE`` with
+set and ``"cam"`` (the overlay's path) when ``--cam`` is given. Text output escapes control
+characters (``core.text.printable``); JSON spells file-name bytes that are not UTF-8
+``\\xNN`` (``core.text.json_safe``). ``--cam FILE`` with
 several images writes FILE-1.png, FILE-2.png, ... in the order the images were given.
 An image that cannot be read is reported (``"error"`` in JSON) and the others still run;
 the exit code is then 1. A model file that is not a valid bundle stops before any image.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import ConfigError, LoupeError
+from loupe.engine.core.text import json_safe, printable
 
 
 def _probability(text: str) -> float:
@@ -99,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
         except LoupeError as err:
             failures += 1
             if args.json:
-                print(json.dumps({"path": image, "error": str(err)}, ensure_ascii=False))
+                print(json.dumps(json_safe({"path": image, "error": str(err)}),
+                                 ensure_ascii=False))
             else:
                 print(_error_line(image, err), file=sys.stderr)
             continue
-        print(json.dumps(obj, ensure_ascii=False) if args.json else _line(obj))
+        print(json.dumps(json_safe(obj), ensure_ascii=False) if args.json else _line(obj))
     return 1 if failures else 0
 
 
@@ -118,21 +122,14 @@ def _load_predictor(args: argparse.Namespace):
 
 
 def _check_cam_files(args: argparse.Namespace) -> None:
-    """Never let an overlay (FILE or FILE-N) overwrite one of the images being predicted."""
-    import os
+    """Never let an overlay (FILE or FILE-N) overwrite the model or an image being predicted."""
+    from loupe.engine.core.outputs import check_output
 
-    inputs = [Path(image) for image in args.images if Path(image).is_file()]
+    inputs = [*args.images, None if args.imagenet else args.model]
     base = Path(args.cam).expanduser()
     for index in range(len(args.images)):
         out = cam_file_for(base, index, len(args.images))
-        if not out.is_file():
-            continue
-        for image in inputs:
-            if os.path.samefile(out, image):
-                raise ConfigError(
-                    f"--cam {args.cam} would overwrite the input image {image}; "
-                    "choose another file name for the overlays"
-                )
+        check_output(out, inputs=inputs, option="--cam")
 
 
 def _predict_one(predictor, image: Path, index: int, args: argparse.Namespace) -> dict:
@@ -158,15 +155,15 @@ def _error_line(image: str, err: LoupeError) -> str:
     message = str(err)
     if message.startswith(f"{image}: "):
         message = message[len(image) + 2:]
-    return f"{image}: error: {message}"
+    return f"{printable(image)}: error: {printable(message, keep_newlines=True)}"
 
 
 def _line(obj: dict) -> str:
     """``path: label 93.1%, other 5.0%`` (+ unknown / activation-map notes)."""
-    tops = ", ".join(f"{t['label']} {t['prob']:.1%}" for t in obj["top"]) or "(no label)"
-    text = f"{obj['path']}: {tops}"
+    tops = ", ".join(f"{printable(t['label'])} {t['prob']:.1%}" for t in obj["top"])
+    text = f"{printable(obj['path'])}: {tops or '(no label)'}"
     if obj.get("unknown"):
         text += "  -> unknown (below the --unknown-below threshold)"
     if "cam" in obj:
-        text += f"  [map of {obj['cam_class']}: {obj['cam']}]"
+        text += f"  [map of {printable(obj['cam_class'])}: {printable(obj['cam'])}]"
     return text

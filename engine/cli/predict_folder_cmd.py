@@ -13,6 +13,7 @@ import sys
 from loupe.engine.cli.predict_cmd import _positive, _probability
 from loupe.engine.core.device import DEVICES
 from loupe.engine.core.events import Event, Progress, ThrottledCallback, WarningEvent
+from loupe.engine.core.text import printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def _reporter():
 
     def show(event: Event) -> None:
         if isinstance(event, WarningEvent):
-            print(f"warning: {event.message}", file=sys.stderr)
+            print(f"warning: {printable(event.message, keep_newlines=True)}", file=sys.stderr)
         elif tty and isinstance(event, Progress):
             end = "\n" if event.done >= event.total else ""
             sys.stderr.write(f"\r{event.task}: {event.done}/{event.total}{end}")
@@ -53,9 +54,11 @@ def _reporter():
 
 
 def run(args: argparse.Namespace) -> int:
+    from loupe.engine.core.outputs import check_output
     from loupe.engine.inference.folder import predict_folder
     from loupe.engine.inference.predict import Predictor
 
+    check_output(args.csv, inputs=(args.model,), option="--csv")
     predictor = Predictor.from_file(
         args.model, unknown_below=args.unknown_below, device=args.device
     )
@@ -64,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         sort_into=args.sort_into, on_event=_reporter(),
     )
     done = len(result.rows) - len(result.failed)
-    print(f"{done} images predicted -> {result.csv_path}")
+    print(f"{done} images predicted -> {printable(result.csv_path)}")
     for label, count in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"  {label}: {count}")
+        print(f"  {printable(label)}: {count}")
     if result.copied:
-        print(f"{len(result.copied)} copies written under {args.sort_into} (originals untouched)")
+        print(f"{len(result.copied)} copies written under {printable(args.sort_into)} "
+              "(originals untouched)")
     if result.failed:  # rejected files are failed rows too: count each once
         unreadable = len(result.failed) - len(result.rejected)
         print(f"{unreadable} unreadable, {len(result.rejected)} rejected "

@@ -19,6 +19,7 @@ from loupe.engine.cli.common import add_data_options, data_spec_from_args, sigin
 from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import CancelledError, ConfigError
 from loupe.engine.core.events import EpochEnded, Event, Finished, Progress, Started, WarningEvent
+from loupe.engine.core.text import json_safe, printable
 from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
 
 EPOCH_KEYS = ("epoch", "train_loss", "valid_loss", "error_rate", "seconds")
@@ -43,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="peak learning rate (2e-3 fine-tuning pretrained weights, 1e-3 from random init)",
     )
     opts.add_argument("--out", metavar="FILE", default=None, help="where to save the .loupe model")
+    opts.add_argument("--overwrite", action="store_true",
+                      help="let --out replace an existing file (refused otherwise)")
     opts.add_argument(
         "--progressive-resize", action="store_true",
         help="train the first half of the epochs at half the size",
@@ -119,7 +122,8 @@ class EpochPrinter:
         self.epochs_done = int(event.info.get("resumed_at_epoch") or 0)
         if self.as_json:
             return
-        i = event.info
+        i = {key: printable(value) if isinstance(value, str) else value
+             for key, value in event.info.items()}
         self.out.write(
             f"Training {i.get('arch')} on {i.get('device_name')} | weights: {i.get('pretrained')}"
             f" | {i.get('n_train')} train / {i.get('n_valid')} valid images, "
@@ -131,11 +135,12 @@ class EpochPrinter:
 
     def _warning(self, event: WarningEvent) -> None:
         self._clear_bar()
+        message = printable(event.message, keep_newlines=True)
         if event.code == "random-init":
             rule = "!" * 78
-            self.err.write(f"{rule}\nWARNING: {event.message}\n{rule}\n")
+            self.err.write(f"{rule}\nWARNING: {message}\n{rule}\n")
         else:
-            self.err.write(f"warning ({event.code}): {event.message}\n")
+            self.err.write(f"warning ({printable(event.code)}): {message}\n")
         self.err.flush()
 
     def _progress(self, event: Progress) -> None:
@@ -178,12 +183,12 @@ class EpochPrinter:
         result = event.result
         metrics = {k: v for k, v in dict(result.get("metrics", {})).items() if k != "phase"}
         if self.as_json:
-            self.out.write(json.dumps({"model": result["model"], **metrics}) + "\n")
+            self.out.write(json.dumps(json_safe({"model": result["model"], **metrics})) + "\n")
         else:
             self._clear_bar()
             err = metrics.get("error_rate")
             tail = f" (error_rate {err:.4f})" if isinstance(err, float) else ""
-            self.out.write(f"\nSaved model: {result['model']}{tail}\n")
+            self.out.write(f"\nSaved model: {printable(result['model'])}{tail}\n")
         self.out.flush()
 
 
@@ -203,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
                 _check_resume_root(args)
                 resume(args.resume, on_event=printer, cancel=cancel)
                 return 0
+            if args.out:
+                _check_out(args)
             config = config_from_args(
                 args, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
                 out=args.out, progressive_resize=args.progressive_resize,
@@ -215,8 +222,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Before scanning: --out never replaces an input or an earlier model unasked."""
+    from loupe.engine.core.outputs import check_output
+
+    pretrained = args.pretrained if args.pretrained not in ("auto", "none") else None
+    check_output(args.out, inputs=(pretrained,), folders=(args.root,), option="--out",
+                 overwrite=args.overwrite)
+
+
 def _stopped_line(args: argparse.Namespace, printer: EpochPrinter) -> str:
     """Say what was kept and how to go on, so an interrupted run is not a lost one."""
+    return printable(_stopped_text(args, printer))
+
+
+def _stopped_text(args: argparse.Namespace, printer: EpochPrinter) -> str:
     printer._clear_bar()
     if printer.run_dir is None:
         return "loupe train: interrupted before training started; nothing was saved"
@@ -233,6 +253,7 @@ def _check_resume_root(args: argparse.Namespace) -> None:
     from loupe.engine.training import runs
 
     run_dir = runs.find_run(args.resume)
+    runs.refuse_finished(run_dir)
     saved = Path(runs.read_json(run_dir, "data.json")["root"])
     if Path(args.root).expanduser().resolve() != saved:
         raise ConfigError(
@@ -244,5 +265,6 @@ def _check_resume_root(args: argparse.Namespace) -> None:
     ignored = [f"--{key.replace('_', '-')} {getattr(args, key)}"
                for key, default in DATA_DEFAULTS.items() if getattr(args, key, default) != default]
     if ignored:
-        print(f"loupe train: warning: {', '.join(ignored)} ignored: a resumed run keeps the "
-              f"label and split options of run {run_dir.name}", file=sys.stderr)
+        print(printable(f"loupe train: warning: {', '.join(ignored)} ignored: a resumed run "
+                        f"keeps the label and split options of run {run_dir.name}"),
+              file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 from typing import TextIO
 
 from loupe.engine.core.events import Event, Progress, ThrottledCallback, ignore_event
+from loupe.engine.core.text import printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +79,7 @@ def run_import(args: argparse.Namespace) -> int:
     from loupe.engine.models.weights import import_weights
 
     stored = import_weights(args.file, args.arch)
-    print(f"imported {args.file} for {args.arch} -> {stored}")
+    print(printable(f"imported {args.file} for {args.arch} -> {stored}"))
     return 0
 
 
@@ -86,7 +87,7 @@ def run_download(args: argparse.Namespace) -> int:
     from loupe.engine.models.weights_download import download_weights
 
     path = download_weights(args.arch, on_event=_byte_printer(sys.stderr))
-    print(f"downloaded weights for {args.arch} -> {path}")
+    print(printable(f"downloaded weights for {args.arch} -> {path}"))
     return 0
 
 

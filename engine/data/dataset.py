@@ -54,6 +54,9 @@ def _check_root(root: Path) -> None:
         raise DatasetError(f"folder not found: {root}")
     if not root.is_dir():
         raise DatasetError(f"not a folder: {root} (give the folder that holds the images)")
+    from loupe.engine.core.outputs import check_home_outside
+
+    check_home_outside(root)  # before the scan writes its index there
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from loupe.engine.core import paths
 from loupe.engine.core.atomic import atomic_write_bytes, atomic_write_json
 from loupe.engine.core.errors import ConfigError, LoupeError
+from loupe.engine.core.text import text_bytes
 from loupe.engine.data.labels import LabelRule, Overrides
 from loupe.engine.data.splits import SplitRule
 
@@ -32,7 +33,7 @@ def resolve_root(root: Path | str) -> Path:
 
 def project_file(root: Path | str) -> Path:
     """Where the project for ``root`` is stored: keyed by a hash of the resolved path."""
-    key = hashlib.sha256(str(resolve_root(root)).encode("utf-8")).hexdigest()[:20]
+    key = hashlib.sha256(text_bytes(str(resolve_root(root)))).hexdigest()[:20]
     return paths.projects_dir() / f"{key}.json"
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from loupe.engine.core.errors import ConfigError, DatasetError
 from loupe.engine.core.events import CancelToken
+from loupe.engine.core.text import text_bytes
 from loupe.engine.data.labels import LabelledItem, Labelling
 from loupe.engine.data.split_checks import (
     SETS,
@@ -51,8 +52,10 @@ _DATE_RE = re.compile(
 
 def _unit(salt: str, key: str) -> float:
     """A uniform number in [0, 1) that depends only on (salt, key): stable across runs,
-    machines and Python versions (unlike ``hash()``)."""
-    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    machines and Python versions (unlike ``hash()``). The key is hashed as its bytes
+    (``core.text.text_bytes``), so a file name that is not UTF-8 hashes too, and a UTF-8
+    one gives the digest it always had."""
+    digest = hashlib.sha256(text_bytes(f"{salt}\x00{key}")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -345,7 +345,9 @@ def save_overlay(
     )
     if fmt is None:
         raise ConfigError(f"cannot write an overlay to {path.name}: use .png, .jpg or .webp")
-    if result.source is not None and _same_file(path, result.source):
+    from loupe.engine.core.outputs import same_file
+
+    if result.source is not None and same_file(path, result.source):
         raise ConfigError(
             f"refusing to overwrite the input image {result.source} with its activation map; "
             "choose another file name for the overlay"
@@ -353,16 +355,6 @@ def save_overlay(
     buffer = io.BytesIO()
     render_overlay(result, image, opacity=opacity, colormap=colormap).save(buffer, format=fmt)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """True when both names lead to one existing file (links and ``..`` included)."""
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # either does not exist (yet): they cannot be the same file
-        return False
 
 
 def heatmap_figure(result: CamResult, image: Image.Image | None = None, *,

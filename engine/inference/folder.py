@@ -9,6 +9,10 @@ out when it lies inside the folder, so a second run does not predict its own cop
 
 Phases: scan → predict in batches (cancel checked per batch; nothing written if
 cancelled) → CSV written atomically → copies (cancel checked per file).
+
+The CSV is UTF-8 with ``\n`` line ends. A file name that is not UTF-8 is written with its
+original bytes (read it back with ``errors="surrogateescape"`` to get the same str as
+``os.fsdecode``); a field holding ``\r`` or ``\n`` is quoted, so every row stays one record.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loupe.engine.core.atomic import atomic_write_text
+from loupe.engine.core.atomic import atomic_write_bytes
 from loupe.engine.core.errors import ConfigError, DatasetError
 from loupe.engine.core.events import (
     CancelToken,
@@ -34,6 +38,7 @@ from loupe.engine.core.events import (
     WarningEvent,
     ignore_event,
 )
+from loupe.engine.core.text import text_bytes
 
 if TYPE_CHECKING:
     from loupe.engine.inference.predict import Prediction, Predictor
@@ -97,7 +102,7 @@ def predict_folder(
     rows = _predict_rows(predictor, paths, topk, batch_size, on_event, cancel)
     rows += [FolderRow(path, None, reason) for path, reason in rejected]
     rows.sort(key=lambda row: str(row.path))
-    atomic_write_text(csv_path, rows_to_csv(rows))
+    atomic_write_bytes(csv_path, text_bytes(rows_to_csv(rows)))
     counts = Counter(  # every folder an image goes to: all positives when multi-label
         folder for row in rows if row.prediction
         for folder in _folders_for(predictor, row.prediction)
@@ -170,7 +175,7 @@ def rows_to_csv(rows: list[FolderRow] | tuple[FolderRow, ...]) -> str:
     several labels are joined with ";"); ``prob`` is the top probability.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _CsvLines(buffer)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         pred = row.prediction
@@ -186,6 +191,24 @@ def rows_to_csv(rows: list[FolderRow] | tuple[FolderRow, ...]) -> str:
         top = ";".join(f"{name}:{prob:.4f}" for name, prob in pred.top)
         writer.writerow([str(row.path), label, f"{best:.4f}", str(pred.unknown).lower(), top, ""])
     return buffer.getvalue()
+
+
+class _CsvLines:
+    """A csv writer ending rows with ``\n`` that still quotes fields holding ``\r``.
+
+    The csv module quotes a field only when it holds a character of the line terminator
+    (or the delimiter / quote): with ``lineterminator="\n"`` a lone ``\r`` in a file name
+    would be written bare and split the row for readers. Each row is written with
+    ``"\r\n"`` (so both are quoted) and its ending swapped for ``\n``.
+    """
+
+    def __init__(self, out: io.StringIO) -> None:
+        self.out = out
+
+    def writerow(self, fields) -> None:
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\r\n").writerow(fields)
+        self.out.write(line.getvalue()[:-2] + "\n")
 
 
 def _folders_for(predictor: Predictor, prediction: Prediction) -> list[str]:

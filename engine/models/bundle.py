@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from loupe.engine.core.atomic import atomic_write_with
 from loupe.engine.core.errors import ConfigError, ModelFileError
 from loupe.engine.core.formats import BUNDLE_SUFFIX
+from loupe.engine.core.outputs import check_writable  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -155,23 +155,6 @@ def save_bundle(path: Path | str, model: nn.Module, meta: BundleMeta | dict[str,
         # save_file streams to disk without the GIL (no bytes copy of the weights), so a
         # GUI thread stays responsive while a bundle is written.
         return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    except OSError as err:
-        raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
-
-
-def check_writable(path: Path | str) -> None:
-    """Fail now, not after hours of training, when the model file cannot be written there.
-
-    Creates the folder (as saving would) and a throwaway file next to where the bundle goes.
-    """
-    import tempfile
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        Path(probe).unlink()
     except OSError as err:
         raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
 

@@ -105,6 +105,17 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def refuse_finished(run_dir: Path) -> None:
+    """A finished run has nothing left to do: resuming it would only rewrite its model."""
+    record = read_record(run_dir)
+    if record.get("status") == "finished":
+        model = record.get("bundle") or f"in {run_dir}"
+        raise ConfigError(
+            f"run {run_dir.name} already finished; its model is {model}. "
+            "Start a new training instead of resuming it."
+        )
+
+
 # --- checkpoints -------------------------------------------------------------------------
 
 

@@ -107,8 +107,11 @@ def train(
     session: Session | None = None
     try:
         if config.out is not None:
-            from loupe.engine.models.bundle import check_writable
+            from loupe.engine.core.outputs import check_output, check_writable
 
+            root = getattr(getattr(prepared, "spec", None), "root", None)
+            pretrained = config.pretrained if config.pretrained not in ("auto", "none") else None
+            check_output(config.out, inputs=(pretrained,), folders=(root,), option="the model file")
             check_writable(config.out)
         seed_everything(config.seed)
         with torch_threads(config.threads):
@@ -135,6 +138,7 @@ def resume(
     session: Session | None = None
     try:
         run_dir = runs.find_run(run)
+        runs.refuse_finished(run_dir)
         with torch_threads(load_run_config(run_dir).threads):
             session = restore_session(run_dir, prepared, events, cancel)
             return _run(session)

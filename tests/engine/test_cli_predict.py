@@ -81,11 +81,11 @@ def test_predict_cam_refuses_to_overwrite_an_input_image(tmp_path, bundle, capsy
     first, second = save_noise(tmp_path / "x.png"), save_noise(tmp_path / "x-2.png", seed=2)
     before = (first.read_bytes(), second.read_bytes())
     assert main(["predict", str(bundle), str(first), "--cam", str(first)]) == 1
-    assert "would overwrite the input image" in capsys.readouterr().err
+    assert "would overwrite the input file" in capsys.readouterr().err
     # FILE-N naming for several images must not land on an input either
     assert main(["predict", str(bundle), str(first), str(second), "--cam",
                  str(tmp_path / "x.png")]) == 1
-    assert f"overwrite the input image {second}" in capsys.readouterr().err
+    assert f"overwrite the input file {second}" in capsys.readouterr().err
     assert (first.read_bytes(), second.read_bytes()) == before
 
 

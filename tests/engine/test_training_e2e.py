@@ -111,12 +111,22 @@ def test_cli_train_json_lines_resume_and_evaluate_test(colours, tmp_path, capsys
     code, _, err = _cli(capsys, "evaluate", str(out_file), str(colours), "--test",
                         "--test-fraction", "0.3")
     assert code == 1 and "trained with --test-fraction 0.2" in err  # would hold train images
+    before = out_file.read_bytes()
+    code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
+    assert code == 1 and "already finished" in err and str(out_file) in err
+    assert out_file.read_bytes() == before  # a finished run's model is never rewritten
+
+    from loupe.engine.training import runs
+
+    runs.update_record(run, status="cancelled")  # as if it had been interrupted
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--json")
     assert code == 0
     assert json.loads(out.splitlines()[-1])["model"] == str(out_file)
     assert "ignored" not in err
+    runs.update_record(run, status="cancelled")
     code, out, err = _cli(capsys, "train", str(colours), "--resume", run.name, "--seed", "7")
     assert code == 0 and "--seed 7 ignored: a resumed run keeps" in err
+    runs.update_record(run, status="cancelled")
     code, out, err = _cli(capsys, "train", str(tmp_path), "--resume", run.name)
     assert code == 1 and "trained on" in err
 
