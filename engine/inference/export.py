@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -58,12 +59,26 @@ class ExportResult:
 
 
 def require_onnx() -> tuple[Any, Any]:
-    """Import onnx and onnxruntime, or raise a LoupeError that says how to install them."""
+    """Import onnx and onnxruntime, or raise a LoupeError that says how to install them.
+
+    onnxruntime's telemetry is switched off before any session exists: with onnxruntime
+    imported before torch, ``torch.onnx.export`` and a session otherwise lead to DNS
+    lookups of the telemetry host compiled into it (mobile.events.data.microsoft.com), and
+    Loupe never touches the network unasked. ``ORT_DISABLE_TELEMETRY`` is read when
+    onnxruntime is imported, so it is set first; ``disable_telemetry_events()`` covers an
+    onnxruntime that someone imported earlier (measured with strace on onnxruntime 1.32:
+    the API call alone does not stop the lookups, the variable does).
+    """
+    if "onnxruntime" not in sys.modules:
+        os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     try:
         import onnx
         import onnxruntime
     except ImportError as err:
         raise LoupeError(f"{INSTALL_HINT} (missing: {err.name})") from None
+    disable = getattr(onnxruntime, "disable_telemetry_events", None)
+    if callable(disable):
+        disable()
     return onnx, onnxruntime
 
 

@@ -37,6 +37,29 @@ FORMAT_VERSION = 2
 META_KEY = "loupe"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
+# Bounds on untrusted metadata, checked before anything is built (issue 13). Sizes mirror
+# training.config.MIN_SIZE..MAX_SIZE (models may not import training; a test pins them).
+MIN_SIZE, MAX_SIZE = 16, 1024
+MAX_PRESIZE = 2 * MAX_SIZE
+MAX_CLASSES = 100_000
+MAX_CLASS_NAME = 1_000
+MAX_JSON_DEPTH = 32
+MAX_SUMMARY_KEYS = 200  # entries in ``training`` / ``versions``
+# Characters of ``training`` / ``versions`` as JSON. Generous: ``training`` holds the
+# confusion matrix and per-class report, which grow with the square of the class count.
+MAX_SUMMARY_TEXT = 64 * 1024 * 1024
+MAX_PARAMETERS = 2_000_000_000  # counted on the meta device before the real build
+MAX_TENSOR_DIMS = 8
+# Tensor dtypes a bundle may hold. Loupe writes float32 weights and int64 BatchNorm
+# counters only; float16/bfloat16/float8/int/bool/complex weights are refused rather than
+# converted (a converted half-precision bundle would silently predict differently). After
+# this header check each tensor's dtype must also equal the architecture's own.
+_DTYPE_BYTES = {"F32": 4, "I64": 8}
+# Fields of ``training`` that Loupe reads back (evaluate) and their required JSON types.
+_TRAINING_TYPES: dict[str, tuple[type, ...]] = {
+    "label_rule": (str,), "split_rule": (str,), "run_dir": (str,), "seed": (int,),
+}
+
 
 @dataclass(frozen=True)
 class BundleMeta:
@@ -88,12 +111,20 @@ class BundleMeta:
             )
         arch = obj.get("architecture")
         classes = obj.get("classes")
-        if not isinstance(arch, str) or not arch:
+        if not isinstance(arch, str) or not arch or len(arch) > 200:
             raise ModelFileError(f"{source}: metadata has no architecture name")
         if not isinstance(classes, list) or not classes or not all(
             isinstance(c, str) for c in classes
         ):
             raise ModelFileError(f"{source}: metadata 'classes' must be a non-empty list of names")
+        if len(classes) > MAX_CLASSES:
+            raise ModelFileError(
+                f"{source}: metadata lists {len(classes)} classes; at most {MAX_CLASSES} allowed"
+            )
+        if any(len(c) > MAX_CLASS_NAME for c in classes):
+            raise ModelFileError(
+                f"{source}: a class name is longer than {MAX_CLASS_NAME} characters"
+            )
         multi_label = obj.get("multi_label", False)
         if not isinstance(multi_label, bool):
             raise ModelFileError(f"{source}: metadata 'multi_label' must be true or false")
@@ -104,8 +135,8 @@ class BundleMeta:
             preprocessing=_preprocessing(obj.get("preprocessing"), source),
             multi_label=multi_label,
             thresholds=thresholds,
-            training=dict(obj.get("training") or {}),
-            versions={str(k): str(v) for k, v in (obj.get("versions") or {}).items()},
+            training=_training(obj.get("training"), source),
+            versions=_versions(obj.get("versions"), source),
             format_version=version,
         )
 
@@ -197,12 +228,17 @@ def load_bundle(path: Path | str) -> LoadedBundle:
             f"{path}: unknown architecture {meta.arch!r} (not in this Loupe's timm "
             f"{_timm_version()}); it cannot be rebuilt"
         )
+    # Names, shapes and dtypes are checked against the architecture built on the meta
+    # device (no memory), so a tiny header naming a huge network or listing a million
+    # classes is refused before anything is allocated or read.
+    skeleton = _meta_model(path, meta)
+    expected = skeleton.state_dict()
+    _check_class_count(path, meta, _header_shapes(header), head_prefixes(skeleton))
+    _check_names_and_shapes(path, expected, _header_shapes(header))
     tensors = _read_tensors(path)
+    _check_dtypes(path, expected, tensors)
     _check_finite(tensors, path)
     model = create_model(meta.arch, len(meta.classes))
-    expected = model.state_dict()
-    _check_class_count(path, meta, tensors, head_prefixes(model))
-    _check_names_and_shapes(path, expected, tensors)
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return LoadedBundle(path=path, model=model, meta=meta)
@@ -231,14 +267,91 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
             f"{len(raw)}"
         )
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _parse_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         _reject_pickle(path)
         raise ModelFileError(f"{path}: the bundle header is not valid JSON ({err})") from err
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: the bundle header is not a JSON object")
-    _check_data_length(path, header, size - 8 - length)
+    _check_header_entries(path, header, size - 8 - length)
     return header, size
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` that refuses nesting deeper than MAX_JSON_DEPTH (never RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError as err:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from err
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def _check_header_entries(path: Path, header: dict[str, Any], available: int) -> None:
+    """Check the safetensors header ourselves before safetensors reads it.
+
+    Every tensor entry needs an allowed dtype, a shape of non-negative ints and
+    ``data_offsets`` = [begin, end] of non-negative ints, within the file and exactly as
+    long as the shape says.
+    """
+    extra = header.get("__metadata__")
+    if extra is not None and not (
+        isinstance(extra, dict) and all(isinstance(v, str) for v in extra.values())
+    ):
+        raise ModelFileError(f"{path}: the header's __metadata__ must map names to strings")
+    needed = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise ModelFileError(f"{path}: tensor {name!r} has no valid header entry")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} has dtype {dtype!r}; a Loupe bundle holds float32 "
+                "weights (F32) and int64 counters (I64) only"
+            )
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_TENSOR_DIMS
+            or not all(_is_count(d) for d in shape)
+        ):
+            raise ModelFileError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_count(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise ModelFileError(
+                f"{path}: tensor {name!r} has invalid data_offsets {offsets!r} "
+                "(need [begin, end], non-negative integers)"
+            )
+        if offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]:
+            raise ModelFileError(
+                f"{path}: tensor {name!r}: data_offsets do not match its shape and dtype"
+            )
+        needed = max(needed, offsets[1])
+    if needed > available:
+        raise ModelFileError(
+            f"{path} is truncated: the weights need {needed} bytes after the header, "
+            f"only {available} are there"
+        )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _header_shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def _reject_foreign(path: Path, head: bytes) -> None:
@@ -273,20 +386,6 @@ def _reject_pickle(path: Path) -> None:
         return
 
 
-def _check_data_length(path: Path, header: dict[str, Any], available: int) -> None:
-    ends = [
-        entry["data_offsets"][1]
-        for key, entry in header.items()
-        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
-    ]
-    needed = max(ends, default=0)
-    if needed > available:
-        raise ModelFileError(
-            f"{path} is truncated: the weights need {needed} bytes after the header, "
-            f"only {available} are there"
-        )
-
-
 def _meta_from_header(header: dict[str, Any], path: Path) -> BundleMeta:
     extra = header.get("__metadata__")
     if not isinstance(extra, dict) or META_KEY not in extra:
@@ -295,7 +394,7 @@ def _meta_from_header(header: dict[str, Any], path: Path) -> BundleMeta:
             "it is not a Loupe bundle"
         )
     try:
-        obj = json.loads(extra[META_KEY])
+        obj = _parse_json(extra[META_KEY])
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"{path}: the Loupe metadata is not valid JSON ({err})") from err
     return BundleMeta.from_json(obj, source=str(path))
@@ -312,6 +411,36 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path}: the weights cannot be read ({err})") from err
 
 
+def _meta_model(path: Path, meta: BundleMeta) -> nn.Module:
+    """``meta.arch`` built on the meta device (no memory); refuses an oversized network."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(meta.arch, pretrained=False, num_classes=len(meta.classes))
+    except Exception as err:  # noqa: BLE001  (any failure of an untrusted build is one line)
+        raise ModelFileError(f"{path}: architecture {meta.arch!r} cannot be built ({err})") from err
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{path}: architecture {meta.arch!r} with {len(meta.classes)} classes has "
+            f"{count:,} parameters; at most {MAX_PARAMETERS:,} are loaded"
+        )
+    return model
+
+
+def _check_dtypes(
+    path: Path, expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+) -> None:
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.dtype != want.dtype:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {got.dtype}, the architecture needs {want.dtype}"
+            )
+
+
 def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
     import torch
 
@@ -321,19 +450,19 @@ def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def _check_class_count(
-    path: Path, meta: BundleMeta, tensors: dict[str, torch.Tensor], heads: tuple[str, ...]
+    path: Path, meta: BundleMeta, shapes: dict[str, tuple[int, ...]], heads: tuple[str, ...]
 ) -> None:
     for head in heads:
-        weight = tensors.get(f"{head}.weight")
-        if weight is not None and weight.ndim >= 1 and weight.shape[0] != len(meta.classes):
+        shape = shapes.get(f"{head}.weight")
+        if shape and shape[0] != len(meta.classes):
             raise ModelFileError(
                 f"{path}: class count mismatch: the metadata lists {len(meta.classes)} "
-                f"classes but the classifier {head!r} has {weight.shape[0]} outputs"
+                f"classes but the classifier {head!r} has {shape[0]} outputs"
             )
 
 
 def _check_names_and_shapes(
-    path: Path, expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+    path: Path, expected: dict[str, torch.Tensor], tensors: dict[str, tuple[int, ...]]
 ) -> None:
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
@@ -344,9 +473,9 @@ def _check_names_and_shapes(
         )
     for name, want in expected.items():
         got = tensors[name]
-        if tuple(got.shape) != tuple(want.shape):
+        if tuple(got) != tuple(want.shape):
             raise ModelFileError(
-                f"{path}: tensor {name!r} has shape {tuple(got.shape)}, the architecture "
+                f"{path}: tensor {name!r} has shape {tuple(got)}, the architecture "
                 f"needs {tuple(want.shape)}"
             )
 
@@ -364,7 +493,7 @@ def _thresholds(value: Any, n_classes: int, source: str) -> tuple[float, ...] | 
         raise ModelFileError(f"{source}: 'thresholds' must list one number per class")
     try:
         values = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ModelFileError(f"{source}: 'thresholds' must be numbers ({err})") from err
     if not all(0.0 <= v <= 1.0 and not math.isnan(v) for v in values):
         raise ModelFileError(f"{source}: every threshold must be between 0 and 1")
@@ -376,9 +505,47 @@ def _preprocessing(value: Any, source: str) -> Any:
     from loupe.engine.data.transforms import Preprocessing
 
     try:
-        return Preprocessing.from_json(value)
-    except (ConfigError, TypeError, ValueError) as err:
+        prep = Preprocessing.from_json(value)
+    except (ConfigError, TypeError, ValueError, OverflowError) as err:
         raise ModelFileError(f"{source}: invalid preprocessing metadata ({err})") from err
+    if not MIN_SIZE <= prep.size <= MAX_SIZE:
+        raise ModelFileError(
+            f"{source}: preprocessing size {prep.size} is outside {MIN_SIZE}..{MAX_SIZE}"
+        )
+    if prep.presize > MAX_PRESIZE:
+        raise ModelFileError(
+            f"{source}: preprocessing presize {prep.presize} is above {MAX_PRESIZE}"
+        )
+    return prep
+
+
+def _summary(value: Any, name: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{source}: metadata {name!r} must be a JSON object")
+    if len(value) > MAX_SUMMARY_KEYS or len(json.dumps(value)) > MAX_SUMMARY_TEXT:
+        raise ModelFileError(f"{source}: metadata {name!r} is too large")
+    return dict(value)
+
+
+def _training(value: Any, source: str) -> dict[str, Any]:
+    training = _summary(value, "training", source)
+    for key, types in _TRAINING_TYPES.items():
+        item = training.get(key)
+        if item is not None and (not isinstance(item, types) or isinstance(item, bool)):
+            raise ModelFileError(
+                f"{source}: metadata training.{key} must be a {types[0].__name__}, "
+                f"got {type(item).__name__}"
+            )
+    return training
+
+
+def _versions(value: Any, source: str) -> dict[str, str]:
+    versions = _summary(value, "versions", source)
+    if not all(isinstance(v, str) for v in versions.values()):
+        raise ModelFileError(f"{source}: metadata 'versions' must map names to strings")
+    return versions
 
 
 def _timm_version() -> str:

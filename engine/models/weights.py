@@ -335,11 +335,44 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise WeightsError(
             f"cannot read weights file {path}: not valid safetensors ({err})"
         ) from err
+    return checked_tensors(state, path)
+
+
+# Weights are float32 in memory. float16, bfloat16 and float64 files are converted to
+# float32 on reading (exact for the half formats); every other dtype (float8, integers,
+# bool, complex) is refused, as are NaN and infinite values, before anything is stored.
+_CONVERTIBLE_FLOATS = ("float16", "bfloat16", "float32", "float64")
+_COUNTER_SUFFIX = "num_batches_tracked"
+_COUNTER_DTYPES = ("int32", "int64", *_CONVERTIBLE_FLOATS)
+
+
+def checked_tensors(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """``state`` with float weights as float32 and int64 counters; WeightsError otherwise."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if name.endswith(_COUNTER_SUFFIX) and tensor.numel() == 1 and dtype in _COUNTER_DTYPES:
+            out[name] = tensor.to(torch.int64)  # BatchNorm's step counter, unused for eval
+            continue
+        if dtype not in _CONVERTIBLE_FLOATS:
+            raise WeightsError(
+                f"weights file {path}: tensor {name!r} is {dtype}; weights must be float32 "
+                "(float16, bfloat16 and float64 are converted)"
+            )
+        tensor = tensor.to(torch.float32)
+        if not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"weights file {path}: tensor {name!r} contains NaN or infinite values"
+            )
+        out[name] = tensor
+    return out
 
 
 def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -363,7 +396,7 @@ def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
-    return dict(obj)
+    return checked_tensors(dict(obj), path)
 
 
 def convert_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -397,10 +430,17 @@ def read_weights_file(file: Path | str, arch: str) -> dict[str, torch.Tensor]:
 
 
 def validate_state(arch: str, state: dict[str, torch.Tensor]) -> None:
-    """Check names and shapes against ``arch`` built on the meta device (no memory used)."""
+    """Check names and shapes against ``arch`` built on the meta device (no memory used),
+    and that every weight is a finite float32 tensor (counters: int64)."""
     import timm
     import torch
 
+    for name, tensor in state.items():
+        want = torch.int64 if name.endswith(_COUNTER_SUFFIX) else torch.float32
+        if tensor.dtype != want:
+            raise WeightsError(f"tensor {name!r} is {tensor.dtype}, not {want}")
+        if want == torch.float32 and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"tensor {name!r} contains NaN or infinite values")
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False)
     check_pretrained_state(model, state, arch=arch)

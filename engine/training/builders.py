@@ -94,11 +94,18 @@ def build_session(
     fit = _new_fit(prepared, config)
     config = fit["config"]
     run_dir = runs.new_run_dir(config.arch)
-    runs.write_json(run_dir, "config.json", config.to_json())
-    runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
-    runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
-    runs.update_record(run_dir, status="running", test_looks=0)
-    return Session(prepared=prepared, events=events, cancel=cancel, run_dir=run_dir, **fit)
+    lock = runs.RunLock(run_dir).acquire()  # the caller releases it (session.lock)
+    try:
+        runs.write_json(run_dir, "config.json", config.to_json())
+        runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
+        runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
+        runs.update_record(run_dir, status="running", test_looks=0)
+        return Session(
+            prepared=prepared, events=events, cancel=cancel, run_dir=run_dir, lock=lock, **fit
+        )
+    except BaseException:
+        lock.release()
+        raise
 
 
 def restore_session(

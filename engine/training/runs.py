@@ -10,6 +10,7 @@ image folder. Layout::
     checkpoint.safetensors   model + optimizer tensors; the scalars as JSON in its header
     checkpoint.json          the same scalars, for people and tools
     run.json                 status, bundle path, test-set looks
+    train.lock               held (OS file lock) while a process trains the run; its pid
 
 Checkpoints hold no pickle: tensors go to safetensors, everything else to JSON. Both files
 are written atomically; the safetensors header carries the scalars itself, so a kill
@@ -19,7 +20,9 @@ between the two writes can never pair weights with the wrong epoch.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +32,7 @@ import torch
 
 from loupe.engine.core import paths
 from loupe.engine.core.atomic import atomic_write_json, atomic_write_text, atomic_write_with
-from loupe.engine.core.errors import ConfigError, ModelFileError
+from loupe.engine.core.errors import ConfigError, ModelFileError, TrainingError
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -114,6 +117,91 @@ def refuse_finished(run_dir: Path) -> None:
             f"run {run_dir.name} already finished; its model is {model}. "
             "Start a new training instead of resuming it."
         )
+
+
+# --- the training lock ---------------------------------------------------------------
+
+LOCK = "train.lock"
+_LOCK_OFFSET = 1 << 20  # Windows locks a byte range; lock one far past the pid text
+
+
+class RunLock:
+    """An exclusive OS lock on ``run_dir/train.lock`` while one process trains the run.
+
+    Two trainings of one run (two ``--resume`` at once) would interleave metrics.jsonl
+    and checkpoints. The lock is ``fcntl.flock`` on POSIX and ``msvcrt.locking`` on
+    Windows: the OS drops it when the process dies, so a killed run leaves no stale lock.
+    The file holds the holder's pid, for the message the second process gets.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_fd(fd)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise TrainingError(
+                f"run {self.run_dir.name} is being trained by {who}; wait for it to finish "
+                "or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            _unlock_fd(fd)
+        except OSError:
+            pass  # closing the descriptor drops the lock anyway
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return int(os.read(fd, 32).decode("ascii").strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock_fd(fd: int) -> None:
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 # --- checkpoints -------------------------------------------------------------------------

@@ -96,7 +96,14 @@ def evaluate(
     warnings: tuple[str, ...] = ()
     if test:
         looks = record_test_look(bundle_path, meta.training)
-        if looks > 1:
+        if looks is None:
+            message = (
+                f"test-set look not counted: {bundle_path} names the run folder "
+                f"{_foreign_run_dir(meta.training)}, which is not one of Loupe's runs here"
+            )
+            warnings = (message,)
+            on_event(WarningEvent("test-looks-not-counted", message))
+        elif looks > 1:
             message = (
                 f"the test set has now been looked at {looks} times with this model; "
                 "only the first look is an unbiased estimate — use the validation set to "
@@ -163,9 +170,37 @@ def score_items(
 
 
 def _looks_run_dir(training: dict[str, Any]) -> Path | None:
-    """The bundle's run folder when it exists on this machine (the count lives there)."""
-    run_dir = Path(training["run_dir"]) if training.get("run_dir") else None
-    return run_dir if run_dir is not None and (run_dir / "config.json").is_file() else None
+    """The bundle's run folder when it is a real run of this machine (the count lives there).
+
+    The path comes from the model file, which is not trusted: only a folder that resolves
+    inside ``paths.runs_dir()`` and holds a config.json is ever written to.
+    """
+    named = _named_run_dir(training)
+    return named if named is not None and _is_own_run(named) else None
+
+
+def _named_run_dir(training: dict[str, Any]) -> Path | None:
+    value = training.get("run_dir") if isinstance(training, dict) else None
+    return Path(value) if isinstance(value, str) and value and "\0" not in value else None
+
+
+def _is_own_run(run_dir: Path) -> bool:
+    try:
+        inside = run_dir.resolve().is_relative_to(paths.runs_dir().resolve())
+        return inside and (run_dir / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _foreign_run_dir(training: dict[str, Any]) -> Path | None:
+    """A run folder the bundle names that exists here but is not one of Loupe's runs."""
+    named = _named_run_dir(training)
+    if named is None or _is_own_run(named):
+        return None
+    try:
+        return named if named.exists() else None
+    except (OSError, ValueError):
+        return named
 
 
 def _looks_record(bundle_path: Path) -> Path:
@@ -185,9 +220,12 @@ def test_looks(bundle_path: Path, **_worker_kwargs: Any) -> int:
     from loupe.engine.models.bundle import read_bundle_meta
 
     bundle_path = Path(bundle_path)
-    run_dir = _looks_run_dir(read_bundle_meta(bundle_path).training)
+    training = read_bundle_meta(bundle_path).training
+    run_dir = _looks_run_dir(training)
     if run_dir is not None:
         return int(runs.read_record(run_dir).get("test_looks", 0))
+    if _foreign_run_dir(training) is not None:
+        return 0  # looks are not counted for such a model (see record_test_look)
     record = _looks_record(bundle_path)
     if not record.is_file():
         return 0
@@ -201,13 +239,18 @@ def test_looks(bundle_path: Path, **_worker_kwargs: Any) -> int:
 test_looks.__test__ = False  # type: ignore[attr-defined]
 
 
-def record_test_look(bundle_path: Path, training: dict[str, Any]) -> int:
+def record_test_look(bundle_path: Path, training: dict[str, Any]) -> int | None:
     """Count one more look at the test set; return the new total.
 
-    The count goes into the bundle's run record (run.json) when that run folder exists
-    here, else into ``data_dir()/test_looks/<sha256 of the bundle>.json``.
+    The count goes into the bundle's run record (run.json) when that run folder is one of
+    Loupe's runs here, else into ``data_dir()/test_looks/<sha256 of the bundle>.json``.
+    A model naming an existing folder outside ``paths.runs_dir()`` (or one without a
+    config.json) counts nothing and returns None: a model file never makes Loupe write
+    to a folder it names.
     """
     run_dir = _looks_run_dir(training)
+    if run_dir is None and _foreign_run_dir(training) is not None:
+        return None
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if run_dir is not None:
         record = runs.read_record(run_dir)

@@ -42,6 +42,7 @@ class Session(Learner):
     last_scores: Scores | None = None
     overfit_warned: bool = False
     snapshot: dict[str, Any] | None = None
+    lock: runs.RunLock | None = None  # held while this process trains the run
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -120,6 +120,9 @@ def train(
     except BaseException as err:
         _report_failure(err, session, events)
         raise
+    finally:
+        if session is not None and session.lock is not None:
+            session.lock.release()
 
 
 def resume(
@@ -136,8 +139,11 @@ def resume(
     """
     events = ThrottledCallback(on_event)
     session: Session | None = None
+    lock: runs.RunLock | None = None
     try:
         run_dir = runs.find_run(run)
+        # Before anything reads or rewrites the run: a second resume must not touch it.
+        lock = runs.RunLock(run_dir).acquire()
         runs.refuse_finished(run_dir)
         with torch_threads(load_run_config(run_dir).threads):
             session = restore_session(run_dir, prepared, events, cancel)
@@ -145,6 +151,9 @@ def resume(
     except BaseException as err:
         _report_failure(err, session, events)
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _report_failure(err: BaseException, session: Session | None, events: EventCallback) -> None:

@@ -261,6 +261,57 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run_with_the_same_seed(
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7)
 
 
+def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(folder, monkeypatch):
+    """Two trainings of one run would interleave metrics.jsonl: while another process
+    holds the run's lock, resume fails naming that process and changes nothing; once
+    it lets go, resume works. train and resume drop their own lock on every exit."""
+    import subprocess
+
+    from loupe.engine.training.runs import RunLock
+
+    prepared = _prepared(folder)
+    per_epoch = len(prepared.plan.train) // 8
+    cancel = CancelToken()
+
+    def cancel_on_second_epoch(n, x):
+        if n == per_epoch + 1:
+            cancel.cancel()
+
+    _counting_step(monkeypatch, cancel_on_second_epoch)
+    events = _Recorder()
+    with pytest.raises(CancelledError):
+        train(prepared, _config(epochs=2), on_event=events, cancel=cancel)
+    monkeypatch.setattr(loop_module, "train_step", _REAL_STEP)
+    run_dir = Path(events.of(Started, "train")[0].info["run_dir"])
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from loupe.engine.training.runs import RunLock;"
+         " lock = RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True);"
+         " sys.stdin.read(); lock.release()", str(run_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TrainingError, match=f"run {run_dir.name} is being trained by "
+                           f"process {holder.pid}"):
+            resume(run_dir.name)
+        with pytest.raises(TrainingError, match="is being trained by"):
+            RunLock(run_dir).acquire()
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+    assert read_record(run_dir)["status"] == "cancelled"
+
+    resumed = resume(run_dir.name)
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
+    assert resumed.run_dir == run_dir
+    with RunLock(run_dir):  # resume let go of it
+        pass
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 

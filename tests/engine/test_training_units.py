@@ -329,3 +329,49 @@ def test_test_looks_counts_per_bundle_without_a_run_folder(tmp_path):
     assert record_test_look(bundle, training) == 2
     assert test_looks(bundle) == 2
     assert test_looks(bundle) == 2
+
+
+def _tree_digest(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_model_naming_a_folder_outside_the_runs_dir_never_writes_there(tmp_path, capsys):
+    """A crafted bundle whose training.run_dir names a run-like folder outside
+    ``paths.runs_dir()``: evaluate --test counts nothing, warns once, and the folder's
+    files are byte for byte unchanged."""
+    from loupe.engine.cli import main
+    from loupe.engine.training.scoring import record_test_look, test_looks
+    from tests.engine.predict_helpers import make_bundle, save_colour
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text("{}", encoding="utf-8")
+    (victim / "run.json").write_text('{"test_looks": 7}', encoding="utf-8")
+    before = _tree_digest(victim)
+    root = tmp_path / "images"
+    for name, rgb in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+        for i in range(6):
+            save_colour(root / name / f"{name}{i}.png", (rgb[0], rgb[1] + 10 * i, rgb[2]))
+    bundle = make_bundle(tmp_path / "crafted.loupe", size=32, training={"run_dir": str(victim)})
+
+    code = main(["evaluate", str(bundle), str(root), "--test-fraction", "0.3", "--test",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["test_looks"] is None
+    assert len(result["warnings"]) == 1 and "not counted" in result["warnings"][0]
+    assert str(victim) in result["warnings"][0]
+    assert record_test_look(bundle, {"run_dir": str(victim)}) is None
+    assert test_looks(bundle) == 0
+    assert _tree_digest(victim) == before
+    # a symlink inside the runs dir pointing out of it is outside too
+    from loupe.engine.core import paths
+
+    link = paths.runs_dir() / "sneaky"
+    link.symlink_to(victim, target_is_directory=True)
+    assert record_test_look(bundle, {"run_dir": str(link)}) is None
+    assert _tree_digest(victim) == before
