@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import regex
+
 from loupe.engine.core.errors import ConfigError, DatasetError
 from loupe.engine.data.scan import ImageItem, ScanResult
 
@@ -26,17 +28,25 @@ RULE_SPELLINGS = "parent | top | upper[:NAME_UPPER,NAME_LOWER] | regex:PATTERN |
 _HEADER_FILE = {"filename", "file", "fname", "name", "path", "image", "image_name", "id"}
 _HEADER_LABEL = {"label", "labels", "class", "classes", "tag", "tags", "category", "y"}
 _LABEL_SPLIT = re.compile(r"[;\s]+")
+# A user's pattern gets this long on one file name: a pattern that backtracks
+# catastrophically (``(a|aa)+$`` on a long name) would otherwise hang the scan.
+REGEX_TIMEOUT_S = 0.1
 
 
-def compile_with_group(pattern: str, *, name: str, part: str, example: str) -> re.Pattern[str]:
+def compile_with_group(
+    pattern: str, *, name: str, part: str, example: str
+) -> regex.Pattern[str]:
     """Compile a user's regex that must capture something (a label, a group id).
 
     The error says where the pattern is invalid, or that it captures nothing, with an
     example; ``name`` is how the message calls the pattern ("regex", "group regex").
+    Compiled with the ``regex`` package, whose searches take a timeout (Python's ``re``
+    cannot be interrupted); search through :func:`search_bounded`.
     """
     try:
-        compiled = re.compile(pattern)
-    except re.error as err:
+        re.compile(pattern)  # re's errors point at the culprit (an unclosed parenthesis)
+        compiled = regex.compile(pattern)
+    except (re.error, regex.error) as err:
         where = f" at position {err.pos}" if err.pos is not None else ""
         raise ConfigError(f"invalid {name} '{pattern}'{where}: {err.msg}") from err
     if compiled.groups == 0:
@@ -47,8 +57,22 @@ def compile_with_group(pattern: str, *, name: str, part: str, example: str) -> r
     return compiled
 
 
+def search_bounded(
+    compiled: regex.Pattern[str], text: str, *, rule: str
+) -> regex.Match[str] | None:
+    """``compiled.search(text)`` bounded by :data:`REGEX_TIMEOUT_S`; a pattern that takes
+    longer is a ConfigError naming ``rule`` (how the user spelled it) and the text."""
+    try:
+        return compiled.search(text, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError as err:
+        raise ConfigError(
+            f"{rule} took over {REGEX_TIMEOUT_S:g} s on {text!r}: the pattern backtracks "
+            "catastrophically; simplify it"
+        ) from err
+
+
 @lru_cache(maxsize=64)
-def compile_label_regex(pattern: str) -> re.Pattern[str]:
+def compile_label_regex(pattern: str) -> regex.Pattern[str]:
     """Compile a regex rule, saying where it is invalid and insisting on one label group.
 
     One capture group is the label (fastai's RegexLabeller). With several groups, the one
@@ -237,7 +261,7 @@ def _label_upper(item: ImageItem, names: tuple[str, str]) -> tuple[str, ...] | s
 def _label_regex(item: ImageItem, pattern: str) -> tuple[str, ...] | str:
     compiled = compile_label_regex(pattern)
     name = PurePosixPath(item.rel).name
-    match = compiled.search(name)
+    match = search_bounded(compiled, name, rule=f"label rule regex:{pattern}")
     if match is None:
         return f"file name does not match regex '{pattern}'"
     label = match.group("label") if "label" in compiled.groupindex else match.group(1)

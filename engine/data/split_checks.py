@@ -8,22 +8,23 @@ patient) in two sets does the same. Kept apart from the split rules themselves.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import regex
+
 from loupe.engine.core.digest import sha256_file
 from loupe.engine.core.events import CancelToken
-from loupe.engine.data.labels import LabelledItem, compile_with_group
+from loupe.engine.data.labels import LabelledItem, compile_with_group, search_bounded
 
 SETS: tuple[str, ...] = ("train", "valid", "test")
 FEW_IMAGES = 5
 
 
 @lru_cache(maxsize=32)
-def compile_group_regex(pattern: str) -> re.Pattern[str]:
+def compile_group_regex(pattern: str) -> regex.Pattern[str]:
     return compile_with_group(
         pattern, name="group regex", part="the group id", example=r"driver_(\d+)/"
     )
@@ -33,7 +34,7 @@ def group_id(rel: str, pattern: str) -> str | None:
     """The group a file belongs to: the regex's group named ``group``, else group 1,
     searched in the rel path (so folders can carry the id); None when it does not match."""
     compiled = compile_group_regex(pattern)
-    match = compiled.search(rel)
+    match = search_bounded(compiled, rel, rule=f"group regex '{pattern}'")
     if match is None:
         return None
     value = match.group("group") if "group" in compiled.groupindex else match.group(1)

@@ -213,3 +213,25 @@ def test_overrides_from_bad_json():
         Overrides.from_json({"relabel": {"a.png": []}})
     with pytest.raises(ConfigError):
         Overrides.from_json({"relabel": [], "exclude": []})
+
+
+def png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_catastrophic_regex_is_a_config_error_not_a_hang(tmp_path):
+    # On 40 a's followed by ".png" both patterns backtrack for hours under Python's re.
+    # The regex engine sees through (a+)+$ (no match, at once); (a|aa)+$ still explodes
+    # there, so it hits the per-name timeout and is reported with the file name.
+    name = "a" * 40 + ".png"
+    scan = make_scan(tmp_path, {name: png_bytes()})
+    result = apply_label_rule(scan, parse_label_rule("regex:(a+)+$"))
+    assert "does not match" in reasons_of(result)[name]
+    with pytest.raises(ConfigError, match=r"regex:\(a\|aa\)\+\$ took over .* s on '" + name):
+        apply_label_rule(scan, parse_label_rule("regex:(a|aa)+$"))

@@ -241,3 +241,17 @@ def test_parse_split_rule_and_spec(spec, expected):
 def test_parse_split_rule_errors(spec, kw, match):
     with pytest.raises(ConfigError, match=match):
         parse_split_rule(spec, **kw)
+
+
+def test_catastrophic_group_regex_is_a_config_error_not_a_hang(tmp_path):
+    from tests.engine.test_labels import png_bytes
+
+    files = {f"cls{i}/" + "a" * 40 + ".png": png_bytes() for i in range(2)}
+    labelling = _labelled(tmp_path, files)
+    # (a+)+$ no longer hangs (the regex engine sees through it): it matches nothing.
+    with pytest.raises(DatasetError, match="matched none"):
+        make_split(labelling, parse_split_rule("group:(a+)+$"))
+    with pytest.raises(ConfigError, match=r"group regex '\(a\|aa\)\+\$' took over"):
+        make_split(labelling, parse_split_rule("group:(a|aa)+$"))
+    with pytest.raises(ConfigError, match="backtracks catastrophically"):
+        make_split(labelling, parse_split_rule("random", group_check="(a|aa)+$"))
