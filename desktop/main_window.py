@@ -21,7 +21,6 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
-    QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.context import AppContext
+from loupe.desktop.file_dialogs import dialogs
 from loupe.desktop.pages.data_page import DataPage
 from loupe.desktop.pages.models_page import ModelsPage
 from loupe.desktop.pages.predict_page import PredictPage
@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 620)
         self._close_pending = False
         self._reopening = False
+        self._quick_start: Any = None
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
         self.start_page = StartPage(context)
@@ -135,7 +136,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Open folder…", self.choose_folder, QKeySequence.StandardKey.Open)
         self._action(file_menu, "Open &model…", self.choose_model, "Ctrl+Shift+O")
         self._action(file_menu, "Try the &sample", self.context.open_sample)
-        self._action(file_menu, "&Save project", self.context.save_project, "Ctrl+S")
+        self._action(file_menu, "&Save project", lambda: self.context.save_project(), "Ctrl+S")
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.quit_action = file_menu.actions()[-1]
@@ -153,6 +154,8 @@ class MainWindow(QMainWindow):
                 f"Ctrl+{index + 1}",
             )
         help_menu = bar.addMenu("&Help")
+        self.quick_start_action = self._action(help_menu, "&Quick start", self.show_quick_start,
+                                               QKeySequence.StandardKey.HelpContents)
         self._action(help_menu, "&About Loupe", self._about)
 
     def _connect_context(self) -> None:
@@ -162,7 +165,9 @@ class MainWindow(QMainWindow):
         ctx.trainingStateChanged.connect(self._on_training_state)
         ctx.scanStarted.connect(self._on_scan_started)
         ctx.projectChanged.connect(self._on_project_changed)
-        ctx.trainingFinished.connect(self._on_training_finished)
+        self.train_page.viewResultsRequested.connect(
+            lambda: self.tabs.setCurrentWidget(self.results_page))
+        self.models_page.resumeRequested.connect(self.resume_run)
         self.results_page.retrainRequested.connect(self.start_training)
 
     # Startup ------------------------------------------------------------------------
@@ -176,8 +181,10 @@ class MainWindow(QMainWindow):
         self.context.runner.start(_warm_up, events=False, owner=self, kind="warm-up",
                                   on_result=self._on_device, on_error=self._on_device_error)
         if folder is not None:
-            self.context.open_folder(folder)
-            self.tabs.setCurrentWidget(self.data_page)
+            # A folder that does not exist opens nothing (the context says so) and the
+            # window stays on its tab, titled "Loupe".
+            if self.context.open_folder(folder) is not None:
+                self.tabs.setCurrentWidget(self.data_page)
         elif sample:
             self.context.open_sample()
             self.tabs.setCurrentWidget(self.data_page)
@@ -208,20 +215,18 @@ class MainWindow(QMainWindow):
 
     # Actions ------------------------------------------------------------------------
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open an image folder")
-        if folder:
-            self.open_folder(Path(folder))
+        folder = dialogs.folder(self, "Open an image folder")
+        if folder is not None:
+            self.open_folder(folder)
 
     def open_folder(self, folder: Path) -> None:
-        self.context.open_folder(folder)
-        self.tabs.setCurrentWidget(self.data_page)
+        if self.context.open_folder(folder) is not None:
+            self.tabs.setCurrentWidget(self.data_page)
 
     def choose_model(self) -> None:
-        name, _ = QFileDialog.getOpenFileName(
-            self, "Open a Loupe model", "", f"Loupe models (*{BUNDLE_SUFFIX})"
-        )
-        if name:
-            self.context.set_model(Path(name))
+        path = dialogs.open_file(self, "Open a Loupe model", f"Loupe models (*{BUNDLE_SUFFIX})")
+        if path is not None:
+            self.context.set_model(path)
             self.tabs.setCurrentWidget(self.predict_page)
 
     def start_training(self) -> None:
@@ -230,6 +235,11 @@ class MainWindow(QMainWindow):
 
     def stop_training(self) -> None:
         self.train_page.stop_training()
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Models page → Resume: continue the run on the Train page."""
+        self.tabs.setCurrentWidget(self.train_page)
+        self.train_page.resume_run(run_dir)
 
     def paste(self) -> None:
         """Ctrl+V: copied image files/URLs go through drop routing; raw pixels are saved
@@ -315,11 +325,6 @@ class MainWindow(QMainWindow):
         self.train_action.setEnabled(not running)
         self.stop_action.setEnabled(running)
 
-    def _on_training_finished(self, _result: dict) -> None:
-        """Show the results, unless the user went to another page meanwhile."""
-        if self.tabs.currentWidget() is self.train_page:
-            self.tabs.setCurrentWidget(self.results_page)
-
     def _on_scan_started(self, task: Any) -> None:
         self.state_label.setText("Scanning…")
         task.done.connect(lambda: self._on_training_state(self.context.training_running))
@@ -332,6 +337,15 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{Path(root).name} — Loupe" if root else "Loupe")
         if self.tabs.currentWidget() is self.start_page and not self._reopening:
             self.tabs.setCurrentWidget(self.data_page)
+
+    def show_quick_start(self) -> None:
+        """Help → Quick start: a small window beside the main one (not modal)."""
+        from loupe.desktop.quick_start import QuickStartDialog
+
+        if self._quick_start is None:
+            self._quick_start = QuickStartDialog(self)
+        self._quick_start.show()
+        self._quick_start.raise_()
 
     def _about(self) -> None:
         from loupe.engine import __version__
@@ -422,6 +436,6 @@ class MainWindow(QMainWindow):
                 runner.cancel_all()
             event.ignore()
             return
-        self.context.save_project()
+        self.context.save_project(wait=True)
         self.save_state()
         event.accept()

@@ -3,7 +3,9 @@
 It runs the real workflow on the bundled sample: ask the pretrained ImageNet model about
 a photo of a cat (lesson 1's first moment, before any training), open the sample, find a
 learning rate, train a small model from scratch, then predict one image, grabbing each
-page with ``QWidget.grab()`` along the way. Loupe's data goes to a temporary LOUPE_HOME
+page with ``QWidget.grab()`` along the way. The image viewer (a top loss opened as a
+double-click does) is grabbed as its own window, and the embedding map with a hovered
+point's picture. Loupe's data goes to a temporary LOUPE_HOME
 unless ``--home`` says otherwise, so the user's runs are untouched.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--epochs N]
@@ -83,6 +85,50 @@ def shoot_imagenet(app, window, out: Path) -> None:
     page.use_imagenet(False)
 
 
+def shoot_widget(app, window, widget, out: Path, name: str) -> Path:
+    """Grab a window of its own (the image viewer), after the same settling."""
+    settle(app, window)
+    path = out / f"{name}.png"
+    if not widget.grab().save(str(path)):
+        raise SystemExit(f"screenshots: could not write {path}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
+
+
+def hover_embedding_point(app, window, results) -> None:
+    """Hover a misclassified point (or the first) so its picture shows beside it."""
+    panel = results.embedding
+    embedding = panel.embedding()
+    if embedding is None:
+        return
+    wrong = [i for i, (a, p) in enumerate(zip(embedding.actual, embedding.predicted,
+                                              strict=True)) if a != p]
+    settle(app, window)
+    panel.canvas.draw()
+    panel._hover(wrong[0] if wrong else 0)
+    wait_until(app, panel.inset_shown, 30, "the embedding point's picture")
+
+
+def shoot_viewer(app, window, out: Path) -> None:
+    """The image viewer on the worst top loss: facts, map with its legend, corrections."""
+    from loupe.desktop.pages.image_preview import preview_for
+
+    results = window.results_page
+    window.tabs.setCurrentWidget(results)
+    results.tabs.setCurrentIndex(1)
+    grid = results.loss_grid
+    if not grid.items():
+        raise SystemExit("screenshots: no top losses to open in the viewer")
+    preview = preview_for(window.context, results)
+    shown: list = []
+    preview.shown.connect(shown.append)
+    results.open_image(grid, grid.items()[0])
+    wait_until(app, lambda: bool(shown), 120, "the image viewer")
+    preview.viewer.resize(960, 800)
+    shoot_widget(app, window, preview.viewer, out, "viewer")
+    preview.viewer.close()
+
+
 def run(out: Path, epochs: int, size: int, only: str = "") -> None:
     from loupe.desktop.app import create_application
     from loupe.desktop.context import AppContext
@@ -159,7 +205,10 @@ def run(out: Path, epochs: int, size: int, only: str = "") -> None:
     for index in range(results.tabs.count()):
         results.tabs.setCurrentIndex(index)
         label = results.tabs.tabText(index).lower().replace(" ", "-")
+        if results.tabs.currentWidget() is results.embedding:
+            hover_embedding_point(app, window, results)
         shoot(app, window, out, f"results-{label}")
+    shoot_viewer(app, window, out)
 
     window.tabs.setCurrentWidget(window.predict_page)
     image = sorted(sample_dir().glob("*.png"))[0]

@@ -8,14 +8,12 @@ debounced so typing a regex does not relabel on every keystroke.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -34,6 +32,9 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.context import AppContext
+from loupe.desktop.file_dialogs import dialogs
+from loupe.desktop.pages.data_actions import DataImageActions
+from loupe.desktop.pages.data_advice import data_problem, valid_share_note
 from loupe.desktop.pages.data_editors import LabelRuleEditor, SplitEditor
 from loupe.desktop.pages.data_views import (
     SET_NAMES,
@@ -74,6 +75,7 @@ class DataPage(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self.apply_rules)
+        self._shown_problem = ""
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self._build_left())
         splitter.addWidget(self._build_right())
@@ -185,13 +187,17 @@ class DataPage(QWidget):
         self.views.addTab(counts, "Counts")
         self.views.addTab(self.samples, "Samples")
         self.views.addTab(self.rejected_table, "Rejected")
+        # Double-click/Space opens the image viewer; right-click relabels or excludes.
+        self.image_actions = DataImageActions(self.context, self.preview_table,
+                                              self.preview_proxy, self.preview_model,
+                                              self.samples, self)
         return self.views
 
     # Folder and scan ------------------------------------------------------------------
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open an image folder")
-        if folder:
-            self.context.open_folder(Path(folder))
+        folder = dialogs.folder(self, "Open an image folder")
+        if folder is not None:
+            self.context.open_folder(folder)
 
     def _on_drop(self, plan: Any) -> None:
         if plan.folder is not None:
@@ -265,8 +271,14 @@ class DataPage(QWidget):
         self._fill_counts(counts)
         self.samples.set_items(sample_items(state.plan))
         self.summary.setText(self._summary_text(state))
-        if state.error:
-            self.rule_error.setText(state.error)
+        # What is wrong, in words that say what to do (an empty folder, one class, ...);
+        # a rule the editors could not parse keeps its own message.
+        problem = data_problem(state)
+        if problem:
+            self.rule_error.setText(problem)
+        elif self.rule_error.text() == self._shown_problem:
+            self.rule_error.clear()  # fixed (not a rule the editors could not parse)
+        self._shown_problem = problem
         self.warnings.clear()
         # A damaged project file (defaults used) stays listed, not only 8 s in the status bar.
         self.warnings.addItems(list(self.context.project_warnings))
@@ -274,8 +286,9 @@ class DataPage(QWidget):
             self.warnings.addItems(list(state.labelling.warnings))
         if state.plan is not None:
             self.warnings.addItems(list(state.plan.warnings))
-        if self.warnings.count() == 0:
-            self.warnings.addItem("No warnings.")
+        if self.warnings.count() == 0 and state.scan is not None:
+            # "No warnings." beside a red "no usable images" read as "all is well".
+            self.warnings.addItem("None: see the message above." if problem else "No warnings.")
         if state.prepared is not None:
             self.context.save_project()
 
@@ -292,15 +305,23 @@ class DataPage(QWidget):
     def _summary_text(state: Any) -> str:
         if state.scan is None:
             return ""
-        parts = [f"{len(state.scan.items)} images", f"{len(state.scan.rejected)} rejected"]
+        parts = [_count(len(state.scan.items), "image"), f"{len(state.scan.rejected)} rejected"]
         if state.labelling is not None:
             lab = state.labelling
             parts += [f"{len(lab.labelled)} labelled", f"{len(lab.unmatched)} unmatched",
-                      f"{len(lab.classes)} classes"]
+                      _count(len(lab.classes), "class", "classes")]
             if lab.excluded:
                 parts.append(f"{len(lab.excluded)} excluded")
         if state.plan is not None:
             plan = state.plan
             parts.append(f"train {len(plan.train)} / valid {len(plan.valid)} / test "
                          f"{len(plan.test)}")
+            share = valid_share_note(plan)
+            if share:
+                parts.append(share)
         return " · ".join(parts)
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    """'1 image', '2 images' (the summary read "1 images · 1 classes")."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

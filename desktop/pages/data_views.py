@@ -67,7 +67,8 @@ class PreviewModel(_RowsModel):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._brush = QBrush()  # rows are (rel, label, set or reason, unmatched)
+        # rows are (rel, label, set or reason, unmatched, path, excluded)
+        self._brush = QBrush()
 
     def set_data(self, labelling: Any, plan: Any, palette: QPalette) -> None:
         """Rows from an ``engine.data.labels.Labelling`` and (if the split worked) its plan."""
@@ -77,16 +78,18 @@ class PreviewModel(_RowsModel):
         if plan is not None:
             for name, items in plan.sets().items():
                 where.update((li.item.rel, name) for li in items)
-        rows: list[tuple[str, str, str, bool]] = []
+        rows: list[tuple[str, str, str, bool, Any, bool]] = []
         if labelling is not None:
             rows.extend(
-                (li.item.rel, ", ".join(li.labels), where.get(li.item.rel, "—"), False)
+                (li.item.rel, ", ".join(li.labels), where.get(li.item.rel, "—"), False,
+                 li.item.path, False)
                 for li in labelling.labelled
             )
             rows.extend(
-                (u.item.rel, "", f"unmatched: {u.reason}", True) for u in labelling.unmatched
+                (u.item.rel, "", f"unmatched: {u.reason}", True, u.item.path, False)
+                for u in labelling.unmatched
             )
-            rows.extend((item.rel, "", "excluded (project override)", False)
+            rows.extend((item.rel, "", "excluded (project override)", False, item.path, True)
                         for item in labelling.excluded)
         self._rows = rows
         self.endResetModel()
@@ -98,8 +101,15 @@ class PreviewModel(_RowsModel):
         return [i for i, row in enumerate(self._rows) if row[3]]
 
     def row_values(self, row: int) -> tuple[str, str, str]:
-        rel, label, status, _ = self._rows[row]
+        rel, label, status = self._rows[row][:3]
         return rel, label, status
+
+    def row_path(self, row: int) -> Any:
+        """The image file of a row (what the viewer and the corrections take)."""
+        return self._rows[row][4]
+
+    def is_excluded(self, row: int) -> bool:
+        return self._rows[row][5]
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if (role == Qt.ItemDataRole.BackgroundRole and index.isValid()

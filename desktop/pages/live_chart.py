@@ -10,10 +10,19 @@ the window or the training slowing down. Matplotlib stays for the one-off plots.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPainterPath, QPalette, QPen
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFontMetrics,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPalette,
+    QPen,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -62,8 +71,39 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line at ``x`` with a short label at its top (a suggested rate)."""
+
+    x: float
+    colour: str
+    label: str = ""
+    dashed: bool = False
+
+
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Labels for ``ticks``, with as many decimals as their spacing needs: a flat curve's
+    axis read "0.693 0.693 0.693" with three significant digits."""
+    labels = [_label(t) for t in ticks]
+    if len(set(labels)) == len(labels) or len(ticks) < 2:
+        return labels
+    step = min(abs(b - a) for a, b in zip(ticks, ticks[1:], strict=False)) or 1.0
+    decimals = max(0, min(10, -math.floor(math.log10(step) + 1e-9)))
+    labels = [f"{t:.{decimals}f}" for t in ticks]
+    if len(set(labels)) < len(labels):  # a 2.5 step: one more decimal
+        labels = [f"{t:.{decimals + 1}f}" for t in ticks]
+    return labels
+
+
 class LiveChart(QWidget):
-    """Axes, ticks, lines and a legend; call :meth:`update` after adding points."""
+    """Axes, ticks, lines and a legend; call :meth:`update` after adding points.
+
+    ``x_format`` labels the x ticks (a log-scale chart stores log10 values and shows
+    "1e-3"); ``y_cap`` clips the top of the y range (an exploding loss would flatten the
+    rest); ``markers`` are vertical lines; ``clicked(x)`` gives the x under a click.
+    """
+
+    clicked = Signal(float)
 
     MARGINS = (52, 26, 12, 34)  # left, top, right, bottom in pixels
 
@@ -75,6 +115,10 @@ class LiveChart(QWidget):
         self.series: list[Series] = []
         self.placeholder = "appears when training starts"
         self.min_x_span = 1.0
+        self.x_format: Callable[[float], str] | None = None
+        self.y_cap: float | None = None
+        self.markers: list[Marker] = []
+        self._last_bounds: tuple[float, float, float, float] | None = None
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(220, 160)
 
@@ -97,6 +141,8 @@ class LiveChart(QWidget):
         if x1 - x0 < self.min_x_span:
             x1 = x0 + self.min_x_span
         y0, y1 = min(ys), max(ys)
+        if self.y_cap is not None and y0 < self.y_cap < y1:
+            y1 = self.y_cap
         pad = (y1 - y0) * 0.08 or max(abs(y0) * 0.1, 0.01)
         return x0, x1, y0 - pad, y1 + pad
 
@@ -119,10 +165,12 @@ class LiveChart(QWidget):
             painter.drawRect(plot)
             return
         bounds = self._bounds()
+        self._last_bounds = bounds
         self._draw_axes(painter, plot, bounds, fg)
         painter.setClipRect(plot.adjusted(-4, -4, 4, 4))
         for series in self.series:
             self._draw_series(painter, plot, bounds, series)
+        self._draw_markers(painter, plot, bounds, fg)
         painter.setClipping(False)
         self._draw_legend(painter, plot, bounds, fg)
 
@@ -138,12 +186,12 @@ class LiveChart(QWidget):
         x0, x1, y0, y1 = bounds
         grid = QPen(QColor(fg.red(), fg.green(), fg.blue(), 40))
         metrics = QFontMetrics(painter.font())
-        for value in nice_ticks(y0, y1):
+        y_ticks = nice_ticks(y0, y1)
+        for value, text in zip(y_ticks, tick_labels(y_ticks), strict=True):
             point = self._map(plot, bounds, x0, value)
             painter.setPen(grid)
             painter.drawLine(QPointF(plot.left(), point.y()), QPointF(plot.right(), point.y()))
             painter.setPen(fg)
-            text = _label(value)
             painter.drawText(QPointF(plot.left() - 6 - metrics.horizontalAdvance(text),
                                      point.y() + metrics.ascent() / 2 - 1), text)
         x_ticks = [t for t in nice_ticks(x0, x1, 6) if float(t).is_integer()] or [x0, x1]
@@ -152,7 +200,7 @@ class LiveChart(QWidget):
             painter.setPen(grid)
             painter.drawLine(QPointF(point.x(), plot.top()), QPointF(point.x(), plot.bottom()))
             painter.setPen(fg)
-            text = _label(value)
+            text = self.x_format(value) if self.x_format is not None else _label(value)
             painter.drawText(QPointF(point.x() - metrics.horizontalAdvance(text) / 2,
                                      plot.bottom() + metrics.ascent() + 3), text)
         painter.setPen(fg)
@@ -175,6 +223,41 @@ class LiveChart(QWidget):
             for point in points:
                 painter.drawEllipse(point, 3.5, 3.5)
             painter.setBrush(Qt.BrushStyle.NoBrush)
+
+    def _draw_markers(self, painter: QPainter, plot: QRectF,
+                      bounds: tuple[float, float, float, float], fg: QColor) -> None:
+        metrics = QFontMetrics(painter.font())
+        for row, marker in enumerate(self.markers):
+            x = self._map(plot, bounds, marker.x, bounds[2]).x()
+            pen = QPen(QColor(marker.colour), 1.6)
+            if marker.dashed:
+                pen.setStyle(Qt.PenStyle.DashLine)
+            painter.setPen(pen)
+            painter.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
+            if marker.label:
+                width = metrics.horizontalAdvance(marker.label)
+                left = x + 4 if x + 4 + width < plot.right() else x - 4 - width
+                painter.drawText(QPointF(left, plot.top() + metrics.ascent() + 2
+                                         + row * metrics.height()), marker.label)
+
+    def x_at(self, pixel_x: float) -> float | None:
+        """The x value under a horizontal pixel position (None before anything is drawn)."""
+        bounds = self._last_bounds
+        if bounds is None and self.has_points():
+            bounds = self._bounds()
+        if bounds is None:
+            return None
+        plot = self.plot_rect()
+        x0, x1 = bounds[0], bounds[1]
+        return x0 + (pixel_x - plot.left()) / plot.width() * (x1 - x0)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
+        position = event.position()
+        if self.plot_rect().contains(position) and self.has_points():
+            x = self.x_at(position.x())
+            if x is not None:
+                self.clicked.emit(x)
+        super().mousePressEvent(event)
 
     def plot_rect(self) -> QRectF:
         left, top, right, bottom = self.MARGINS

@@ -37,6 +37,31 @@ class RunSummary:
     status: str
     bundle: Path | None
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    size: int = 0  # bytes on disk (checkpoint, bundle, logs)
+    checkpoint: bool = False  # a finished epoch to use or resume from
+    total_epochs: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def usable(self) -> bool:
+        """Its model can be used: a bundle on disk, or a checkpoint to make one from."""
+        return (self.bundle is not None and self.bundle.is_file()) or self.checkpoint
+
+    @property
+    def resumable(self) -> bool:
+        return not self.finished and self.checkpoint
+
+    @property
+    def status_text(self) -> str:
+        """'finished', 'stopped at 2/5' (epochs), 'failed at 1/5', 'stopped, no epoch'."""
+        if self.finished or self.status in ("unknown", "unreadable"):
+            return self.status
+        word = "stopped" if self.status == "cancelled" else self.status
+        of = f"/{self.total_epochs}" if self.total_epochs else ""
+        return f"{word} at {self.epochs}{of}" if self.epochs else f"{word}, no epoch"
 
     @property
     def started(self) -> str:
@@ -66,6 +91,7 @@ def load_run_summaries(*, on_event=None, cancel=None) -> list[RunSummary]:  # no
     from loupe.engine.core import paths
     from loupe.engine.core.errors import ConfigError
     from loupe.engine.training import runs
+    from loupe.engine.training.run_admin import disk_size
 
     summaries: list[RunSummary] = []
     for run_dir in sorted(paths.runs_dir().iterdir(), reverse=True):
@@ -78,9 +104,11 @@ def load_run_summaries(*, on_event=None, cancel=None) -> list[RunSummary]:  # no
             record = runs.read_record(run_dir)
             history = tuple(runs.read_metrics(run_dir))
         except (ConfigError, ValueError, OSError):
-            summaries.append(RunSummary(run_dir.name, run_dir, "?", "unreadable", None))
+            summaries.append(RunSummary(run_dir.name, run_dir, "?", "unreadable", None,
+                                        size=disk_size(run_dir)))
             continue
         bundle = record.get("bundle")
+        total = _total_epochs(run_dir, config)
         summaries.append(
             RunSummary(
                 run_id=run_dir.name,
@@ -89,9 +117,74 @@ def load_run_summaries(*, on_event=None, cancel=None) -> list[RunSummary]:  # no
                 status=str(record.get("status", "unknown")),
                 bundle=Path(bundle) if isinstance(bundle, str) and bundle else None,
                 history=history,
+                size=disk_size(run_dir),
+                checkpoint=(run_dir / runs.CHECKPOINT).is_file(),
+                total_epochs=total,
             )
         )
     return summaries
+
+
+def _total_epochs(run_dir: Path, config: Any) -> int | None:
+    """Epochs the run was set to do: its checkpoint says (fine_tune's frozen epochs
+    included, none from random init); before one, the config's estimate."""
+    import json
+
+    try:
+        total = json.loads((run_dir / "checkpoint.json").read_text(encoding="utf-8"))
+        if isinstance(total.get("total_epochs"), int):
+            return int(total["total_epochs"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    if not isinstance(config, dict) or not isinstance(config.get("epochs"), int):
+        return None
+    frozen = config.get("freeze_epochs", 0)
+    scratch = config.get("pretrained") == "none"
+    return config["epochs"] + (frozen if isinstance(frozen, int) and not scratch else 0)
+
+
+def use_run_model(run_dir: Path, *, on_event=None, cancel=None) -> Path:  # noqa: ANN001
+    """Worker body: the run's bundle, made from its last finished epoch if it stopped."""
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.training.salvage import salvage_bundle
+
+    return salvage_bundle(run_dir, on_event=on_event or ignore_event, cancel=cancel)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies under ``folder`` (the loaded model in a run folder)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+def delete_question(runs: Sequence[RunSummary], model: Path | None) -> str:
+    """What deleting ``runs`` means: what goes, the space it frees, what stays."""
+    from loupe.engine.training.run_admin import format_size
+
+    size = format_size(sum(run.size for run in runs))
+    what = (f"the run of {runs[0].started} ({runs[0].arch}, {runs[0].status_text})"
+            if len(runs) == 1 else f"{len(runs)} runs")
+    in_use = model is not None and any(inside(model, run.path) for run in runs)
+    return (f"Delete {what}? This frees {size}: the checkpoint, model and logs in Loupe's "
+            "runs folder. Your images are not touched."
+            + ("\n\nThe model loaded now comes from this run; it will be unloaded."
+               if in_use else ""))
+
+
+def delete_run_files(run_dir: Path, project_root: Path | None, model: Path | None, *,
+                     on_event=None, cancel=None) -> int:  # noqa: ANN001
+    """Worker body: delete the run folder (engine rules), and forget its model in the
+    project's record. Returns the bytes freed."""
+    from loupe.engine.core.events import ignore_event
+    from loupe.engine.data.project_model import forget_model
+    from loupe.engine.training.run_admin import delete_run
+
+    freed = delete_run(run_dir, on_event=on_event or ignore_event, cancel=cancel)
+    if project_root is not None and model is not None:
+        forget_model(project_root, model)
+    return freed
 
 
 def copy_bundle(source: Path, target: Path, *, on_event=None, cancel=None) -> Path:  # noqa: ANN001

@@ -15,7 +15,6 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from loupe.desktop.file_dialogs import dialogs
 from loupe.desktop.workers import Task, TaskState
 from loupe.engine.core.events import Finished, Progress, Started
 
@@ -42,6 +42,19 @@ def _predict_folder_locked(predictor: Any, folder: Path, csv_path: Path, *, topk
     with using_model(predictor, cancel):
         return predict_folder(predictor, folder, csv_path, topk=topk, on_event=on_event,
                               cancel=cancel)
+
+
+def folder_summary(result: Any) -> str:
+    """'5 images predicted', or '1 of 5 images predicted, 4 could not be read'."""
+    total = len(result.rows)
+    failed = len(result.failed)
+    noun = "image" if total == 1 else "images"
+    if not failed:
+        return f"{total} {noun} predicted"
+    if failed == total:
+        return f"No image predicted: {'the' if total == 1 else 'all'} {total} {noun} could " \
+               "not be read"
+    return f"{total - failed} of {total} {noun} predicted, {failed} could not be read"
 
 
 class FolderPanel(QWidget):
@@ -131,10 +144,11 @@ class FolderPanel(QWidget):
         return path
 
     def _ask_save(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Save predictions", "predictions.csv",
-                                              "CSV files (*.csv)")
-        if name:
-            self.save_csv(Path(name))
+        stem = self._folder.name if self._folder is not None else "predictions"
+        path = dialogs.save_file(self, "Save predictions", f"{stem}-predictions.csv",
+                                 "CSV files (*.csv)")
+        if path is not None:
+            self.save_csv(path)
 
     # -- task callbacks ------------------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
@@ -154,7 +168,7 @@ class FolderPanel(QWidget):
         self._result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
-        self.title.setText(f"{len(result.rows)} images predicted")
+        self.title.setText(folder_summary(result))
         self.save_button.setEnabled(True)
         self._fill_table(result)
         self.folderFinished.emit(result)

@@ -4,8 +4,10 @@ One worker call gives both the prediction and the activation map (``loupe.engine
 compute_cam`` shares the forward pass), then prepares two display-sized layers: the
 image, and the image fully coloured by the map (``engine.inference.cam.render_overlay`` at opacity
 1, so the part the model never saw stays uncoloured). The opacity slider blends those two
-arrays; it never calls the model. A dropped folder is predicted in batches by
-``loupe.engine.inference.folder`` with progress, cancel and "Save CSV…".
+arrays; it never calls the model. A slow map (Score-CAM) shows its progress with Cancel
+and hides the previous map meanwhile. Recent predictions: a click shows one again, a
+double-click (or Space) opens it in the image viewer. A dropped folder is predicted in
+batches by ``loupe.engine.inference.folder`` with progress, cancel and "Save CSV…".
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from loupe.desktop.pages.image_preview import PreviewItem, open_preview
 from loupe.desktop.pages.predict_folder import FolderPanel
 from loupe.desktop.pages.predict_imagenet import ImageNetSwitch, PredictIntro, imagenet_toggle
 from loupe.desktop.pages.predict_work import (
@@ -46,6 +49,7 @@ from loupe.desktop.widgets.drop_zone import mime_is_usable, plan_for
 from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
 from loupe.desktop.widgets.topk_bars import TopKBars
 from loupe.desktop.workers import Task, TaskState
+from loupe.engine.core.events import Progress
 
 
 class PredictPage(QWidget):
@@ -155,7 +159,9 @@ class PredictPage(QWidget):
         self.unknown_check.toggled.connect(self._on_unknown_changed)
         self.unknown_spin.valueChanged.connect(lambda _v: self._on_unknown_changed())
         self.topk_spin.valueChanged.connect(lambda _v: self._show_bars())
-        self.history.itemActivated.connect(lambda item: self.show_view(item.data))
+        self.history.itemClicked.connect(lambda item: self.show_view(item.data))
+        self.history.itemActivated.connect(self.open_in_viewer)
+        self.viewer.cancelRequested.connect(self.cancel_map)
         self._context.modelChanged.connect(self._on_model_changed)
         self.intro.tryRequested.connect(self.imagenet.request)
         self.imagenet_button.toggled.connect(self.use_imagenet)
@@ -201,7 +207,8 @@ class PredictPage(QWidget):
         if self.imagenet.active:
             self.model_label.setText(self.imagenet.label())
         else:
-            name = self._context.model_path.name if self._context.model_path else "model"
+            name = (getattr(self._context, "model_title", "")
+                    or (self._context.model_path.name if self._context.model_path else "model"))
             self.model_label.setText(f"Model: {name} ({len(predictor.classes)} classes)")
         self.viewer.set_classes(predictor.classes)
         self._on_unknown_changed()
@@ -329,14 +336,28 @@ class PredictPage(QWidget):
         from loupe.engine.inference.cam import DEFAULT_METHOD
 
         predictor = self.predictor()
+        method = self.viewer.method() or DEFAULT_METHOD
+        name = getattr(source, "name", "image")
+        label = dict(METHOD_LABELS).get(method, method)
+        # The map on screen is not the one being computed: hidden under a veil until then.
+        self.viewer.set_busy(True, f"Computing {label} for {name}…")
         self._context.runner.start(
             predict_with_cam, predictor, source,
-            method=self.viewer.method() or DEFAULT_METHOD, target=self.viewer.target(),
+            method=method, target=self.viewer.target(),
             topk=max(self.topk_spin.value(), 1), owner=self, kind="predict",
             on_result=lambda view: self._on_result(view, replace, predictor),
-            on_done=self._on_done,
+            on_event=self._on_map_progress, on_done=self._on_done,
             error_title=f"Cannot predict {getattr(source, 'name', 'the image')}")
-        self._context.statusMessage.emit(f"Predicting {getattr(source, 'name', 'image')}…")
+        self._context.statusMessage.emit(f"Predicting {name}…")
+
+    def _on_map_progress(self, event: Any) -> None:
+        if isinstance(event, Progress) and event.total > 1:
+            label = dict(METHOD_LABELS).get(event.message, event.message or "map")
+            self.viewer.set_progress(event.done, event.total, f"Computing {label}")
+
+    def cancel_map(self) -> None:
+        """Cancel: stop the map being computed (and the images queued after it)."""
+        self._context.runner.cancel("predict", owner=self)
 
     def _on_result(self, view: CamView, replace: bool, predictor: Any = None) -> None:
         if predictor is not None and predictor is not self.predictor():
@@ -362,9 +383,12 @@ class PredictPage(QWidget):
 
     def _on_done(self, task: Task) -> None:
         """After any outcome (an error was shown by the runner): the next image."""
-        if task.state is TaskState.CANCELLED:  # the window is closing
+        if not self._busy():
+            self.viewer.set_busy(False)  # the previous map is current again (or replaced)
+        if task.state is TaskState.CANCELLED:  # Cancel, or the window is closing
             self._queue.clear()
             self._refresh_pending = False
+            self._context.statusMessage.emit("Activation map cancelled")
         elif self._refresh_pending:
             self._refresh_pending = False
             self._recompute_current()
@@ -374,12 +398,14 @@ class PredictPage(QWidget):
     # -- display --------------------------------------------------------------------------------
     def show_view(self, view: CamView) -> None:
         """Display a computed result: overlay, caption, bars."""
+        from loupe.engine.inference.cam import input_outline
+
         self._current = view
         result = view.result
         method = dict(METHOD_LABELS).get(result.method, result.method)
         caption = (f"{view.name} · where the model looked for “{result.label}” "
                    f"({method}, layer {result.layer})")
-        self.viewer.set_layers(view.base, view.heat, caption)
+        self.viewer.set_layers(view.base, view.heat, caption, input_outline(result.crop_box))
         self.stack.setCurrentWidget(self.viewer)
         self.path_label.setText(str(view.source) if view.source else "pasted image")
         self.save_button.setEnabled(True)
@@ -388,6 +414,17 @@ class PredictPage(QWidget):
 
     def current_view(self) -> CamView | None:
         return self._current
+
+    def open_in_viewer(self, item: GridItem) -> None:
+        """The recent predictions in the image viewer, this one first."""
+        views = [grid_item.data for grid_item in self.history.items()]
+        if item.data not in views:
+            return
+        self.show_view(item.data)
+        items = [PreviewItem(view.source, detail="recent prediction", view=view)
+                 for view in views]
+        open_preview(self._context, self, items, views.index(item.data),
+                     predictor=self.predictor())
 
     def _show_bars(self) -> None:
         if self._current is None:

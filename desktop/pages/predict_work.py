@@ -59,14 +59,20 @@ def predict_with_cam(
     on_event: Any = None,
     cancel: Any = None,
 ) -> CamView:
-    """Worker body: prediction + map in one forward pass, then the two display layers."""
+    """Worker body: prediction + map in one forward pass, then the two display layers.
+
+    The map's progress (one step per forward: Score-CAM takes many) goes to ``on_event``
+    and ``cancel`` stops it between forwards.
+    """
     from PIL import Image
 
+    from loupe.engine.core.events import ignore_event
     from loupe.engine.data.imageio import load_rgb
     from loupe.engine.inference import cam
 
     with using_model(predictor, cancel):
-        result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk)
+        result = cam.compute_cam(predictor, source, method=method, target=target, topk=topk,
+                                 on_event=on_event or ignore_event, cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
     if isinstance(source, str | Path):

@@ -2,8 +2,9 @@
 
 Clicking a cell (actual row, predicted column) lists the validation images that landed
 there (the analysis's per-image rows, ``Analysis.cell``), each with its probabilities
-and an activation map for the predicted class, computed in a worker. The same context
-menu as the top-losses grid (relabel, exclude) is attached by the page.
+and an activation map for the predicted class, computed in a worker; the cell stays
+outlined on the matrix so it is clear whose images are listed. The same context menu as
+the top-losses grid (relabel, exclude) and the image viewer are attached by the page.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ConfusionPanel(QWidget):
         self._analysis: Any = None
         self._axes: Any = None
         self._title = ""
+        self._cell: tuple[int, int] | None = None
+        self._marker: Any = None
         self.canvas = MplCanvas(self, width=5, height=5)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.normalize_check = QCheckBox("Normalize rows", self)
@@ -67,6 +70,7 @@ class ConfusionPanel(QWidget):
     def show_analysis(self, analysis: Any) -> None:
         """Draw the matrix and open the most confused cell, where the errors are."""
         self._analysis = analysis
+        self._cell = None
         self.cell_grid.set_items([])
         self.cell_title.setText("Click a cell to see its images.")
         self._draw()
@@ -84,6 +88,8 @@ class ConfusionPanel(QWidget):
             return
         self._axes = plots.draw_confusion(self.canvas, self._analysis.confusion,
                                           normalized=self.normalize_check.isChecked())
+        self._marker = None
+        self._mark_cell()
         pairs = self._analysis.most_confused[:5]
         text = "; ".join(f"{p.actual} → {p.predicted}: {p.count}" for p in pairs)
         self.confused_label.setText(f"Most confused: {text}" if text else "No confusions.")
@@ -102,6 +108,8 @@ class ConfusionPanel(QWidget):
         if self._analysis is None or self._context.predictor is None:
             return None
         names = self._analysis.classes
+        self._cell = (actual, predicted)
+        self._mark_cell()
         # The analysis's own per-image rows: exactly the images this cell counts.
         rows = self._analysis.cell(actual, predicted)
         entries = [(row.path, row.actual) for row in rows]
@@ -121,6 +129,30 @@ class ConfusionPanel(QWidget):
             plots.cell_images, self._context.predictor, entries, owner=self,
             kind="cell-images", on_result=self._on_images, error_title="Cannot show the cell")
 
+    def highlighted_cell(self) -> tuple[int, int] | None:
+        """(actual row, predicted column) of the outlined cell."""
+        return self._cell if self._marker is not None else None
+
+    def marker(self) -> Any:
+        """The outline drawn around the listed cell (a matplotlib Rectangle), or None."""
+        return self._marker
+
+    def _mark_cell(self) -> None:
+        """Outline the listed cell (replacing the previous outline)."""
+        from matplotlib.patches import Rectangle
+
+        if self._marker is not None:
+            self._marker.remove()
+            self._marker = None
+        if self._cell is None or self._axes is None or self._analysis.confusion is None:
+            return
+        row, column = self._cell
+        self._marker = Rectangle((column - 0.5, row - 0.5), 1.0, 1.0, fill=False,
+                                 edgecolor="#f58518", linewidth=3.5, zorder=5,
+                                 clip_on=False)
+        self._axes.add_patch(self._marker)
+        self.canvas.redraw()
+
     def refresh_notes(self) -> None:
         """Re-caption the listed images after an override changed."""
         for item in self.cell_grid.items():
@@ -128,7 +160,8 @@ class ConfusionPanel(QWidget):
         self.cell_grid.viewport().update()
 
     def _on_images(self, images: list[plots.CellImage]) -> None:
-        self.cell_title.setText(self._title)
+        self.cell_title.setText(f"{self._title} — double-click an image to look closer; "
+                                "right-click to relabel or exclude it")
         items = []
         for image in images:
             top = image.prediction.top

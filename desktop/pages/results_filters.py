@@ -4,6 +4,8 @@ validation images that excite one channel of any convolution most.
 The filters are drawn from the data the analysis worker already extracted; the
 top-activating images need one pass over the validation images with a hook on the chosen
 layer (``loupe.engine.inference.cam.top_activating``), run in a worker that holds the model.
+The picture sits beside the images, not above them: under it, one row of thumbnails held
+8 of the 9 images at 1200 px, the ninth hidden on a second row while the title said 9.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def top_activating_images(predictor: Any, paths: Sequence[Path], layer: str, cha
 
 
 class FiltersPanel(QWidget):
-    """Filters picture above; layer/channel picker and its top images below.
+    """Filters picture on the left; layer/channel picker and its top images on the right.
 
     ``topFound(list[ChannelActivation])`` fires when the images are listed.
     """
@@ -57,7 +59,7 @@ class FiltersPanel(QWidget):
         self._paths: list[Path] = []
         self.canvas = MplCanvas(self, width=6, height=4)
         self.layer_combo = QComboBox(self)
-        self.layer_combo.setMinimumContentsLength(18)
+        self.layer_combo.setMinimumContentsLength(14)
         self.channel_spin = QSpinBox(self)
         self.channel_spin.setPrefix("channel ")
         self.find_button = QPushButton("Show images that excite it most", self)
@@ -66,22 +68,27 @@ class FiltersPanel(QWidget):
         self.grid = ImageGrid(self, runner=context.runner, thumb_size=112)
         self.layer_combo.currentIndexChanged.connect(self._on_layer)
         self.find_button.clicked.connect(self.find_top)
+        self.title.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(QLabel("Layer:", self))
         row.addWidget(self.layer_combo, 1)
-        row.addWidget(self.channel_spin)
-        row.addWidget(self.find_button)
-        bottom = QWidget(self)
-        bottom_layout = QVBoxLayout(bottom)
-        bottom_layout.setContentsMargins(0, 0, 0, 0)
-        bottom_layout.addLayout(row)
-        bottom_layout.addWidget(self.title)
-        bottom_layout.addWidget(self.grid, 1)
-        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        second = QHBoxLayout()
+        second.addWidget(self.channel_spin)
+        second.addWidget(self.find_button)
+        second.addStretch(1)
+        side = QWidget(self)
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addLayout(row)
+        side_layout.addLayout(second)
+        side_layout.addWidget(self.title)
+        side_layout.addWidget(self.grid, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.canvas)
-        splitter.addWidget(bottom)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
+        splitter.addWidget(side)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([450, 650])  # in proportion: room for 4 thumbnails a row
         self._auto_pending = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -6,8 +6,9 @@ in a worker via ``engine.evaluation.analysis.analyze``; it starts when the page 
 model or new data, or on "Analyse". Clicking a confusion-matrix cell lists that cell's
 images with their probabilities and activation maps (another worker).
 
-Relabel and Exclude never touch an image: they are project overrides keyed by the
-file's path relative to the data folder, saved in the project file. "Retrain" re-applies
+Double-click (or Space) on any image, or click a point of the embedding map, opens it in
+the image viewer. Relabel and Exclude never touch an image: they are project overrides
+(``pages.image_corrections``, shared with the Data tab and the viewer). "Retrain" re-applies
 the labels and asks the main window to start training.
 """
 
@@ -31,11 +32,13 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.pages import results_plots as plots
+from loupe.desktop.pages.image_corrections import corrections_for
+from loupe.desktop.pages.image_preview import PreviewItem, open_preview
 from loupe.desktop.pages.results_confusion import ConfusionPanel
+from loupe.desktop.pages.results_embedding import EmbeddingPanel
 from loupe.desktop.pages.results_filters import FiltersPanel
 from loupe.desktop.pages.results_tables import PerClassTable, TestSetPanel
 from loupe.desktop.widgets.image_grid import GridItem, ImageGrid
-from loupe.desktop.widgets.mpl_canvas import MplCanvas
 from loupe.desktop.workers import Task, TaskState
 from loupe.engine.core.events import Progress
 
@@ -57,8 +60,9 @@ class ResultsPage(QWidget):
         self._context = context
         self._data: plots.ResultsData | None = None
         self._analysed_for: tuple[int, int] | None = None
-        self._changes = 0
-        self._rels: tuple[Any, dict[Path, str]] = (None, {})
+        self._rows_cache: tuple[Any, dict[Path, Any]] = (None, {})
+        self.corrections = corrections_for(context)
+        self.corrections.changed.connect(self._on_corrections)
         self._build()
         context.modelChanged.connect(self._maybe_analyse)
         context.dataPrepared.connect(self._maybe_analyse)
@@ -73,13 +77,24 @@ class ResultsPage(QWidget):
         self.progress = QProgressBar(self)
         self.progress.setVisible(False)
         self.progress.setMaximumWidth(220)
+        # A real choice only when there is one: t-SNE needs scikit-learn (optional);
+        # without it a drop-down with one entry pretended there was a choice.
         self.embedding_combo = QComboBox(self)
         self.embedding_combo.addItem("PCA map", "pca")
         if _sklearn_available():
             self.embedding_combo.addItem("t-SNE map", "tsne")
+        self.embedding_combo.setToolTip("How the embedding map is drawn (next analysis)")
+        self.embedding_label = QLabel("Embedding map: PCA", self)
+        self.embedding_label.setToolTip(
+            "Install scikit-learn for a t-SNE map as well (pip install scikit-learn)")
+        single = self.embedding_combo.count() == 1
+        self.embedding_combo.setVisible(not single)
+        self.embedding_label.setVisible(single)
         bar = QHBoxLayout()
         bar.addWidget(self.analyse_button)
         bar.addWidget(self.embedding_combo)
+        bar.addWidget(self.embedding_label)
+        bar.addSpacing(12)
         bar.addWidget(self.progress)
         bar.addWidget(self.status, 1)
 
@@ -87,6 +102,7 @@ class ResultsPage(QWidget):
         self.confusion = ConfusionPanel(self._context, self._override_note, self)
         self.confusion.cellShown.connect(self.cellShown)
         self._attach_menu(self.confusion.cell_grid)
+        self._attach_viewer(self.confusion.cell_grid)
         self.confusion_canvas = self.confusion.canvas
         self.cell_grid = self.confusion.cell_grid
         self.cell_title = self.confusion.cell_title
@@ -94,10 +110,13 @@ class ResultsPage(QWidget):
         self.tabs.addTab(self._build_losses(), "Top losses")
         self.per_class = PerClassTable(self)
         self.tabs.addTab(self.per_class, "Per class")
-        self.embedding_canvas = MplCanvas(self, width=6, height=4)
-        self.tabs.addTab(self.embedding_canvas, "Embedding map")
+        self.embedding = EmbeddingPanel(self._context.runner, self)
+        self.embedding.pointActivated.connect(self._open_embedding_point)
+        self.embedding_canvas = self.embedding.canvas
+        self.tabs.addTab(self.embedding, "Embedding map")
         self.filters = FiltersPanel(self._context, self)
         self.filters_canvas = self.filters.canvas
+        self._attach_viewer(self.filters.grid)
         self.tabs.addTab(self.filters, "Filters")
         self.test_panel = TestSetPanel(self._context, self)
         self.tabs.addTab(self.test_panel, "Test set")
@@ -111,6 +130,7 @@ class ResultsPage(QWidget):
         self.loss_grid = ImageGrid(page, runner=self._context.runner, thumb_size=160)
         self.loss_grid.setGridSize(self.loss_grid.gridSize() + QSize(0, 32))
         self._attach_menu(self.loss_grid)
+        self._attach_viewer(self.loss_grid)
         self.relabel_combo = QComboBox(page)
         self.relabel_button = QPushButton("Relabel selected", page)
         self.exclude_button = QPushButton("Exclude selected", page)
@@ -133,7 +153,8 @@ class ResultsPage(QWidget):
         row.addWidget(self.changes_label)
         row.addWidget(self.retrain_button)
         hint = QLabel("The images the model is most wrong about, with where it looked. "
-                      "Right-click to relabel or exclude; your files are never changed.", page)
+                      "Double-click (or Space) to look closer; right-click to relabel or "
+                      "exclude. Your files are never changed.", page)
         hint.setWordWrap(True)
         layout = QVBoxLayout(page)
         layout.addWidget(hint)
@@ -149,12 +170,54 @@ class ResultsPage(QWidget):
                 relabel.addAction(name, lambda n=name: self.relabel(paths, n))
             menu.addAction("Exclude from training (Del)", lambda: self.exclude(paths))
             menu.addAction("Clear override", lambda: self.clear_override(paths))
+            if len(items) == 1:
+                menu.addAction("Open in viewer (Space)",
+                               lambda: self.open_image(grid, items[0]))
 
         grid.set_menu_builder(build)
         shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), grid)
         shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
         shortcut.activated.connect(
             lambda: self.exclude([self._item_path(i) for i in grid.selected_items()]))
+
+    def _attach_viewer(self, grid: ImageGrid) -> None:
+        grid.itemActivated.connect(lambda item: self.open_image(grid, item))
+
+    # -- the image viewer -------------------------------------------------------------------
+    def _preview_item(self, path: Path) -> PreviewItem:
+        """What the analysis knows about a validation image: its label and verdict."""
+        row = self._rows_by_path().get(Path(path))
+        if row is None:
+            return PreviewItem(Path(path), detail="validation set")
+        return PreviewItem(
+            Path(path), label=f"Actual: {row.actual}",
+            detail=f"predicted {row.predicted} ({row.prob:.0%}) · loss {row.loss:.2f} · "
+                   "validation set")
+
+    def _rows_by_path(self) -> dict[Path, Any]:
+        if self._data is None:
+            return {}
+        rows = self._rows_cache
+        if rows[0] is not self._data:
+            rows = (self._data, {row.path: row for row in self._data.analysis.rows})
+            self._rows_cache = rows
+        return rows[1]
+
+    def open_image(self, grid: ImageGrid, item: GridItem) -> Any:
+        """Open ``item`` of ``grid`` in the image viewer; Left/Right walk the grid."""
+        paths = [self._item_path(i) for i in grid.items()]
+        path = self._item_path(item)
+        if path not in paths:
+            return None
+        return open_preview(self._context, self, [self._preview_item(p) for p in paths],
+                            paths.index(path))
+
+    def _open_embedding_point(self, index: int) -> Any:
+        embedding = self.embedding.embedding()
+        if embedding is None:
+            return None
+        items = [self._preview_item(Path(p)) for p in embedding.paths]
+        return open_preview(self._context, self, items, index)
 
     # -- analysis ---------------------------------------------------------------------------
     def _key(self) -> tuple[int, int] | None:
@@ -218,7 +281,7 @@ class ResultsPage(QWidget):
         self.confusion.show_analysis(result)
         self._fill_losses()
         self.per_class.show_report(result.per_class, metrics)
-        plots.draw_embedding(self.embedding_canvas, result.embedding)
+        self.embedding.show_embedding(result.embedding)
         valid = self._context.prepared.plan.valid if self._context.prepared is not None else ()
         self.filters.show_data(data, [li.item.path for li in valid])
         self._update_actions()
@@ -263,85 +326,30 @@ class ResultsPage(QWidget):
         predictor = self._context.predictor
         return list(predictor.classes) if predictor is not None else []
 
-    def _rel_of(self, path: Path) -> str | None:
-        """The image's key for overrides: its path relative to the data folder."""
-        prepared = self._context.prepared
-        if prepared is None:
-            return None
-        if self._rels[0] is not prepared:
-            rels = {li.item.path: li.item.rel
-                    for part in (prepared.plan.train, prepared.plan.valid, prepared.plan.test)
-                    for li in part}
-            self._rels = (prepared, rels)
-        rel = self._rels[1].get(Path(path))
-        if rel is not None:
-            return rel
-        try:
-            return Path(path).resolve().relative_to(Path(prepared.spec.root).resolve()).as_posix()
-        except ValueError:
-            return None
-
     def _override_note(self, path: Path) -> str:
-        project = self._context.project
-        rel = self._rel_of(path)
-        if project is None or rel is None:
-            return ""
-        if rel in project.overrides.exclude:
-            return "\n[excluded]"
-        if rel in project.overrides.relabel:
-            return f"\n[→ {';'.join(project.overrides.relabel[rel])}]"
-        return ""
+        return self.corrections.note(path)
 
     def relabel(self, paths: list[Path], label: str) -> int:
         """Record ``label`` for each image as a project override (files untouched)."""
-        if label not in self._classes():
-            self._context.errorRaised.emit(
-                "Unknown class", f"{label!r} is not a class; choose one of: "
-                + ", ".join(self._classes()))
-            return 0
-        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
-            relabel.__setitem__(rel, (label,)), exclude.discard(rel)))
+        return self.corrections.relabel(paths, label)
 
     def exclude(self, paths: list[Path]) -> int:
         """Leave these images out of training from now on (a project override)."""
-        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
-            relabel.pop(rel, None), exclude.add(rel)))
+        return self.corrections.exclude(paths)
 
     def clear_override(self, paths: list[Path]) -> int:
-        return self._edit_overrides(paths, lambda relabel, exclude, rel: (
-            relabel.pop(rel, None), exclude.discard(rel)))
+        return self.corrections.clear(paths)
 
-    def _edit_overrides(self, paths: list[Path], change: Any) -> int:
-        from loupe.engine.data.labels import Overrides
-
-        project = self._context.project
-        if project is None or not paths:
-            return 0
-        relabel = dict(project.overrides.relabel)
-        exclude = set(project.overrides.exclude)
-        done = 0
-        for path in paths:
-            rel = self._rel_of(Path(path))
-            if rel is None:
-                continue
-            change(relabel, exclude, rel)
-            done += 1
-        if not done:
-            return 0
-        project.overrides = Overrides(relabel=relabel, exclude=exclude)
-        self._context.save_project()
-        self._changes += done
+    def _on_corrections(self, _rels: list[str]) -> None:
+        """An override changed (here, in the viewer or on the Data tab): re-caption."""
         self._fill_losses()
         self.confusion.refresh_notes()
         self._update_actions()
-        self._context.statusMessage.emit(
-            f"{done} correction(s) saved in the project; the image files are unchanged.")
         self.overridesChanged.emit()
-        return done
 
     def request_retrain(self) -> None:
         """Re-apply labels with the overrides, then ask the window to start training."""
-        task = self._context.relabel() if self._changes else None
+        task = self._context.relabel() if self.corrections.pending() else None
         if task is None:
             self.retrainRequested.emit()
             return
@@ -349,7 +357,7 @@ class ResultsPage(QWidget):
         task.done.connect(self._update_actions)
 
     def _after_relabel(self) -> None:
-        self._changes = 0
+        self.corrections.mark_applied()
         self._update_actions()
         self.retrainRequested.emit()
 
@@ -360,8 +368,9 @@ class ResultsPage(QWidget):
         self.analyse_button.setEnabled(self._key() is not None)
         self.retrain_button.setEnabled(self._context.prepared is not None
                                        and not self._context.training_running)
+        pending = self.corrections.pending()
         self.changes_label.setText(
-            f"{self._changes} correction(s) since the last training" if self._changes else "")
+            f"{pending} correction(s) since the last training" if pending else "")
 
 
 def _sklearn_available() -> bool:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtCore import QModelIndex, QSize, Qt
+from PySide6.QtGui import QPainter, QPalette
+from PySide6.QtWidgets import QComboBox, QStyledItemDelegate, QStyleOptionViewItem
 
 from loupe.engine.models.architectures import ARCHITECTURES
 
@@ -77,6 +78,33 @@ def fill_arch_combo(combo: QComboBox, rows: Sequence[dict[str, Any]], select: st
         combo.blockSignals(False)
     show_start(combo)
     widen_popup(combo)
+
+
+class RoomyItems(QStyledItemDelegate):
+    """Rows with air around the text in the architecture list (the style's default rows
+    were cramped, the figures of one row touching the next), and a thin line for the
+    separator between installed and other architectures."""
+
+    def _separator(self, index: QModelIndex) -> bool:
+        return index.data(Qt.ItemDataRole.AccessibleDescriptionRole) == "separator"
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+        size = super().sizeHint(option, index)
+        if self._separator(index):
+            return QSize(size.width(), 9)
+        return QSize(size.width() + 16, max(size.height() + 10, option.fontMetrics.height() + 12))
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex) -> None:
+        if self._separator(index):
+            y = option.rect.center().y()
+            painter.save()
+            painter.setPen(option.palette.color(QPalette.ColorRole.Mid))
+            painter.drawLine(option.rect.left() + 4, y, option.rect.right() - 4, y)
+            painter.restore()
+            return
+        option.rect = option.rect.adjusted(6, 0, 0, 0)  # text off the popup's edge
+        super().paint(painter, option, index)
 
 
 def show_start(combo: QComboBox) -> None:

@@ -1,20 +1,24 @@
 """The Train page: settings on the left; live progress, curves and the epoch table on the
 right. Training, the learning-rate finder, weight imports/downloads and the device probe
 all run in workers, so the rest of the window stays usable while a model trains.
+
+The progress bar is for the whole run (:class:`~loupe.desktop.pages.train_progress.RunClock`:
+time left from the measured time per batch, right from the first batches) and is hidden
+while nothing runs. When a run ends the page says so with a "View results" button
+instead of switching tabs under the user's mouse.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -25,10 +29,13 @@ from PySide6.QtWidgets import (
 )
 
 from loupe.desktop.context import AppContext
-from loupe.desktop.pages.train_arch import architectures_on_this_machine, weights_status_of
-from loupe.desktop.pages.train_charts import LrFinderPlot, TrainingCurves
+from loupe.desktop.gui_words import in_gui_words
+from loupe.desktop.pages.data_advice import data_problem, ready_summary, training_problem
+from loupe.desktop.pages.train_charts import LrFinderPanel, TrainingCurves
+from loupe.desktop.pages.train_progress import FinishedNotice, RunClock
 from loupe.desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
-from loupe.desktop.widgets.epoch_table import EpochTable, format_seconds
+from loupe.desktop.pages.train_weights import WeightsActions, random_init_banner
+from loupe.desktop.widgets.epoch_table import EpochTable
 from loupe.desktop.workers import Task, TaskState, ignore_error
 from loupe.engine.core.errors import LoupeError
 from loupe.engine.core.events import EpochEnded, Progress, Started, WarningEvent
@@ -40,11 +47,13 @@ _BANNER_STYLE = (
 )
 
 
-class TrainPage(QWidget):
+class TrainPage(WeightsActions, QWidget):
     """Start/Stop a run and watch it; ``start_training()`` is also Results' "Retrain"."""
 
     # The run ended (finished, stopped or failed): the button states follow.
     runEnded = Signal(str)
+    # "View results" on the finished notice: the main window shows the Results tab.
+    viewResultsRequested = Signal()
 
     def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -52,7 +61,9 @@ class TrainPage(QWidget):
         self.runner = context.runner
         self._loaded = False
         self._pending_settings: dict[str, Any] | None = None
-        self._total_epochs = 0
+        self.clock = RunClock()
+        self.now = time.monotonic  # the clock's time source (tests give a fake one)
+        self._project_root: Path | None = None
         self.last_result: Any = None
         splitter = QSplitter(self)
         splitter.addWidget(self._build_left())
@@ -110,13 +121,19 @@ class TrainPage(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
+        self.progress.hide()  # an empty bar looks like a text box: shown while work runs
         self.plots = QTabWidget()
         self.curves = TrainingCurves()
-        self.lr_plot = LrFinderPlot()
-        self.lr_plot.lrChosen.connect(self.settings.set_lr)
+        self.lr_plot = LrFinderPanel()
+        self.lr_plot.lrChosen.connect(self._use_lr)
         self.plots.addTab(self.curves, "Curves")
         self.plots.addTab(self.lr_plot, "Learning rate finder")
         self.table = EpochTable()
+        self.notice = FinishedNotice()
+        self.notice.results_button.clicked.connect(self.viewResultsRequested)
+        self.notice_label = self.notice.label
+        self.results_button = self.notice.results_button
+        layout.addWidget(self.notice)
         layout.addWidget(self.banner)
         layout.addWidget(self.status)
         layout.addWidget(self.progress)
@@ -145,23 +162,13 @@ class TrainPage(QWidget):
                           on_result=self.settings.set_devices, on_error=ignore_error)
         self.refresh_architectures()
 
-    def refresh_architectures(self) -> None:
-        """Look for every curated architecture's weights (a worker), then re-order and
-        mark the picker; the weights note follows the (possibly new) selection."""
-        self.runner.start(
-            architectures_on_this_machine, events=False, owner=self, kind="architectures",
-            on_result=lambda facts: self._on_architectures(*facts),
-            on_error=lambda _exc: self.refresh_weights_status(self.settings.arch_name()))
-
-    def _on_architectures(self, rows: list[dict[str, Any]], best: str) -> None:
-        before = self.settings.arch_name()
-        self.settings.set_architectures(rows, best)  # a new selection refreshes by itself
-        if self.settings.arch_name() == before:
-            self.refresh_weights_status(before)
-
     # Project ------------------------------------------------------------------------
     def _on_project(self) -> None:
         project = self.context.project
+        root = getattr(project, "root", None)
+        if root != self._project_root and not (self.is_running() or self.lr_finding()):
+            self._clear_run_view()  # another folder: the last run's curves are not its
+        self._project_root = root
         if project is not None and project.training:
             if self._loaded:
                 self.settings.apply_saved(project.training)
@@ -171,71 +178,25 @@ class TrainPage(QWidget):
 
     def _on_data(self) -> None:
         self._update_ready()
-        if self.is_running():
+        if self.is_running() or self.lr_finding():
             return
-        if self.context.prepared is None:
-            self.status.setText("Open a folder on the Data page, then start training.")
-            return
-        plan = self.context.prepared.plan
-        self.status.setText(
-            f"Ready: {len(plan.train)} training and {len(plan.valid)} validation images, "
-            f"{len(plan.classes)} classes."
-        )
+        self.status.setText(self.ready_text())
+
+    def data_problem(self) -> str:
+        """Why the open folder's data cannot be trained on ("" when it can)."""
+        return training_problem(self.context)
+
+    def ready_text(self) -> str:
+        return self.data_problem() or ready_summary(self.context.prepared)
 
     def _update_ready(self) -> None:
         busy = self.is_running() or self.lr_finding()
-        ready = self.context.prepared is not None
+        ready = self.context.prepared is not None and not data_problem(self.context.data)
         self.start_button.setEnabled(ready and not busy)
         self.settings.find_lr_button.setEnabled(ready and not busy)
 
     def is_running(self) -> bool:
         return self.runner.is_running("train", owner=self)
-
-    # Weights ------------------------------------------------------------------------
-    def refresh_weights_status(self, arch: str) -> None:
-        if not arch:
-            return
-        self.runner.start(
-            weights_status_of, arch, events=False, owner=self, kind="weights",
-            on_result=lambda facts: self.settings.set_weights_status(*facts),
-            on_error=lambda exc: self.settings.set_weights_status(arch, f"unknown ({exc})"))
-
-    def import_weights(self, arch: str) -> None:
-        name, _ = QFileDialog.getOpenFileName(
-            self, f"Weights for {arch}", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
-        )
-        if not name:
-            return
-        from loupe.engine.models.weights import import_weights
-
-        self.runner.start(
-            import_weights, Path(name), arch, events=False, owner=self, kind="import-weights",
-            supersede=False, error_title="Cannot import",
-            on_result=lambda path: self._weights_ready(arch, f"imported to {path}"))
-
-    def download_weights(self, arch: str) -> None:
-        answer = QMessageBox.question(
-            self,
-            "Download pretrained weights?",
-            f"Loupe will connect to the internet (huggingface.co) to download the "
-            f"ImageNet weights for {arch} into your Hugging Face cache. Nothing else is "
-            "sent or downloaded. Continue?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        if answer != QMessageBox.StandardButton.Yes:
-            return
-        from loupe.engine.models.weights_download import download_weights
-
-        self.runner.start(
-            download_weights, arch, owner=self, kind="download-weights", supersede=False,
-            on_event=self._on_event, error_title="Download failed",
-            on_result=lambda path: self._weights_ready(arch, f"downloaded to {path}"))
-        self.status.setText(f"Downloading weights for {arch}…")
-
-    def _weights_ready(self, arch: str, what: str) -> None:
-        self.context.statusMessage.emit(f"Weights for {arch} {what}")
-        self.refresh_architectures()  # the new weights move it up, marked; status follows
 
     # Learning-rate finder -----------------------------------------------------------
     def find_lr(self) -> Task | None:
@@ -252,10 +213,15 @@ class TrainPage(QWidget):
         self.plots.setCurrentWidget(self.lr_plot)
         self.settings.find_lr_button.setEnabled(False)
         self.status.setText("Finding a learning rate…")
+        self.lr_plot.begin()
+        self.notice.hide()
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("learning-rate finder: preparing the images")
+        self.progress.show()
         task = self.runner.start(
             lr_find, self.context.prepared, config, owner=self, kind="lr-find",
             on_event=self._on_event, on_result=self._on_lr_found, on_done=self._lr_done,
-            error_title="Learning-rate finder")
+            on_point=self.lr_plot.add_point, error_title="Learning-rate finder")
         # Training must not start beside the finder (both would fight for the cores and
         # the finder would then overwrite the rate the run started with); Stop cancels it.
         self._update_ready()
@@ -267,7 +233,9 @@ class TrainPage(QWidget):
             self.stop_button.setEnabled(False)
             if task.state is TaskState.CANCELLED:
                 self.status.setText("Learning-rate finder stopped.")
-                self.progress.setFormat("stopped")
+                self.lr_plot.stopped()
+            if task.state is not TaskState.FINISHED:
+                self.progress.hide()
         self._update_ready()
 
     def lr_finding(self) -> bool:
@@ -278,11 +246,14 @@ class TrainPage(QWidget):
         self.progress.setValue(1)
         self.progress.setFormat("learning-rate finder: done")
         self.lr_plot.show_result(result.lrs, result.losses, result.suggestion)
-        self.settings.set_lr(result.suggestion)
         self.status.setText(
-            f"Suggested learning rate {format_lr(result.suggestion)}; click the plot to "
-            "choose another."
+            f"Suggested learning rate {format_lr(result.suggestion)}: press “Use this rate” "
+            "to put it in the learning-rate field, or click the curve to choose another."
         )
+
+    def _use_lr(self, lr: float) -> None:
+        self.settings.set_lr(lr)
+        self.status.setText(f"Learning rate set to {format_lr(lr)}.")
 
     # Training -----------------------------------------------------------------------
     def start_training(self, **overrides: Any) -> Task | None:
@@ -290,9 +261,9 @@ class TrainPage(QWidget):
         tests or Results' Retrain). Returns the task, or None if it could not start."""
         if self.is_running() or self.lr_finding():
             return None
-        if self.context.prepared is None:
-            reason = self.context.data.error or "Open a folder (or try the sample) first."
-            self.context.errorRaised.emit("No training data", reason)
+        problem = self.data_problem()
+        if problem:
+            self.context.errorRaised.emit("No training data", problem)
             return None
         try:
             config = self.settings.config(**overrides)
@@ -304,6 +275,7 @@ class TrainPage(QWidget):
             self.context.save_project()
         from loupe.engine.training import train
 
+        self._config = config
         self._reset_view()
         task = self.runner.start(
             train, self.context.prepared, config, owner=self, kind="train",
@@ -311,6 +283,29 @@ class TrainPage(QWidget):
             on_done=self._on_done, error_title="Training failed")
         self._set_running(True)
         self.status.setText(f"Starting {config.arch}…")
+        return task
+
+    def resume_run(self, run_dir: Path) -> Task | None:
+        """Continue a stopped run from its last finished epoch (Models page → Resume).
+
+        The engine rebuilds the run's data from its record and refuses when the folder or
+        split changed since; the table and curves show the epochs it still runs, and the
+        bar counts the epochs already done.
+        """
+        if self.is_running() or self.lr_finding():
+            self.context.errorRaised.emit(
+                "Cannot resume now", "Wait for the current training (or finder) to end.")
+            return None
+        from loupe.engine.training import resume
+
+        self._config = None
+        self._reset_view()
+        task = self.runner.start(
+            resume, Path(run_dir), owner=self, kind="train",
+            on_event=self._on_event, on_result=self._on_finished, on_cancel=self._on_cancelled,
+            on_done=self._on_done, error_title="Cannot resume the run")
+        self._set_running(True)
+        self.status.setText(f"Resuming run {Path(run_dir).name}…")
         return task
 
     def stop_training(self) -> None:
@@ -321,14 +316,26 @@ class TrainPage(QWidget):
             self.status.setText("Stopping after the current batch…")
             self.stop_button.setEnabled(False)
 
+    def _clear_run_view(self) -> None:
+        self.table.clear()
+        self.curves.reset()
+        self.banner.clear()
+        self.banner.hide()
+        self.notice.hide()
+        self.progress.hide()
+        self.lr_plot.reset()
+
     def _reset_view(self) -> None:
         self.plots.setCurrentWidget(self.curves)  # the live curves, not the lr finder
         self.table.clear()
         self.curves.reset()
         self.banner.clear()
         self.banner.hide()
+        self.notice.hide()
         self.progress.setRange(0, 0)
-        self._total_epochs = 0
+        self.progress.setFormat("preparing…")
+        self.progress.show()
+        self.clock = RunClock()
 
     def _set_running(self, running: bool) -> None:
         self.settings.set_running(running)
@@ -341,13 +348,14 @@ class TrainPage(QWidget):
         if isinstance(event, Progress):
             self._on_progress(event)
         elif isinstance(event, EpochEnded):
+            self.clock.epoch_ended(event.epoch, self.now())
             metrics = {k: v for k, v in event.metrics.items() if k not in _NOT_TABLE_COLUMNS}
             self.table.add_epoch(event.epoch, metrics, event.phase)
             self.curves.add_epoch(event.epoch, event.metrics)
         elif isinstance(event, WarningEvent):
-            self.show_warning(event.message)
+            self.show_warning(self._warning_text(event))
         elif isinstance(event, Started) and event.task == "train":
-            self._total_epochs = event.total or 0
+            self.clock.start(event.total or 0, event.info)
             info = event.info
             self.status.setText(
                 f"Training {info.get('arch', '')} on {info.get('device_name', '')} · "
@@ -357,23 +365,32 @@ class TrainPage(QWidget):
             )
 
     def _on_progress(self, event: Progress) -> None:
+        if event.task == "train" and event.epoch is not None:
+            # The bar is the whole run; its text says where in it and what is left.
+            self.clock.progress(event.epoch, event.done, event.total, self.now())
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(round(self.clock.fraction * 1000))
+            self.progress.setFormat(self.clock.text(event.loss))
+            if event.loss is not None:
+                self.curves.add_batch(event.epoch - 1 + event.done / event.total, event.loss)
+            return
         self.progress.setRange(0, max(1, event.total))
         self.progress.setValue(event.done)
-        if event.task == "train":
-            eta = format_seconds(event.eta_seconds) if event.eta_seconds is not None else ""
-            loss = f" · loss {event.loss:.4f}" if event.loss is not None else ""
-            self.progress.setFormat(
-                f"epoch {event.epoch}/{self._total_epochs} · batch %v/%m{loss}"
-                + (f" · {eta} left" if eta else "")
-            )
-            if event.loss is not None and event.epoch is not None:
-                self.curves.add_batch(event.epoch - 1 + event.done / event.total, event.loss)
-        elif event.task == "cache":
-            self.progress.setFormat("decoding images once: %v/%m")
+        if event.task == "cache":
+            self.progress.setFormat("decoding the images once: %v of %m")
         elif event.task == "lr-find":
-            self.progress.setFormat("learning-rate finder: %v/%m")
+            self.lr_plot.flush()
+            self.progress.setFormat("learning-rate finder: batch %v of at most %m")
         else:
-            self.progress.setFormat(f"{event.message or event.task}: %v/%m")
+            self.progress.setFormat(f"{event.message or event.task}: %v of %m")
+
+    def _warning_text(self, event: WarningEvent) -> str:
+        """The engine's warning, with command-line advice replaced by the page's buttons."""
+        if event.code == "random-init":
+            config = getattr(self, "_config", None)
+            asked = config is not None and config.pretrained == "none"
+            return random_init_banner(self.settings.arch_name(), asked)
+        return event.message
 
     def show_warning(self, message: str) -> None:
         text = self.banner.text()
@@ -386,7 +403,10 @@ class TrainPage(QWidget):
         error = metrics.get("error_rate")
         summary = f" · error rate {error:.3f}" if isinstance(error, float) else ""
         self.status.setText(f"Finished{summary}. Model saved to {result.bundle_path}")
-        self.progress.setFormat("done")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat("done: 100% of the run")
+        self.notice.finished(error)
         self.context.set_model(result.bundle_path)
         self.context.trainingFinished.emit(
             {
@@ -401,12 +421,14 @@ class TrainPage(QWidget):
 
     def _on_cancelled(self) -> None:
         self.status.setText(
-            "Training stopped. Finished epochs are kept in the run folder (Models page)."
+            "Training stopped. Its finished epochs are kept: on the Models page, use the "
+            "run's model or resume it."
         )
-        self.progress.setFormat("stopped")
+        self.progress.setFormat(f"stopped at {self.clock.fraction:.0%} of the run")
 
     def _on_done(self, task: Task) -> None:
         if task.state is TaskState.FAILED:  # the dialog says it too (the runner's report)
-            self.status.setText(f"Training failed: {task.error}")
+            self.status.setText(f"Training failed: {in_gui_words(str(task.error))}")
+            self.progress.hide()
         self._set_running(False)
         self.runEnded.emit(task.state.value)

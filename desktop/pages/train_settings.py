@@ -31,7 +31,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from loupe.desktop.pages.train_arch import fill_arch_combo, format_params, show_start, static_rows
+from loupe.desktop.pages.train_arch import (
+    RoomyItems,
+    fill_arch_combo,
+    format_params,
+    show_start,
+    static_rows,
+)
 from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import ConfigError
 from loupe.engine.data.resize import DEFAULT_RESIZE, RESIZE_HELP, RESIZE_METHODS
@@ -123,6 +129,7 @@ class TrainSettings(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.arch.setMinimumContentsLength(18)
+        self.arch.setItemDelegate(RoomyItems(self.arch))
         # Built before torch is loaded, from the static list (installed weights first);
         # set_architectures() re-orders and marks it once a worker has looked.
         fill_arch_combo(self.arch, static_rows(), ARCHITECTURES[0].name)

@@ -5,6 +5,12 @@ image and the coloured heat map as two arrays at display resolution and re-blend
 with numpy (a few milliseconds). Changing the method or the target class needs a new
 map, so those controls only emit a request; the page computes the map in a worker and
 hands back the arrays with :meth:`CamViewer.set_layers`.
+
+The map must read well: a colour bar (the engine's perceptual colormap, low → high) sits
+under the picture, the opacity stops at :data:`MAX_OPACITY` so the image always shows
+through, and when the model saw only a center crop the crop's outline is drawn on the
+full picture. A slow map (Score-CAM) shows a progress bar and Cancel; meanwhile the old
+map is hidden under a "computing" veil instead of passing for the new one.
 """
 
 from __future__ import annotations
@@ -13,22 +19,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPaintEvent, QPalette
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
-    QSizePolicy,
+    QProgressBar,
+    QPushButton,
     QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from loupe.desktop.widgets.image_grid import array_to_qimage
+from loupe.desktop.widgets.map_view import ColourBar, MapView, Region
 
 DISPLAY_MAX_SIDE = 1024  # layers are kept at most this large: blending stays cheap
 PREDICTED = "(predicted class)"
+MAX_OPACITY = 0.85  # the picture always shows through the map
+DEFAULT_OPACITY = 0.5
 
 
 def _to_rgb_array(image: Any) -> np.ndarray:
@@ -83,45 +93,6 @@ def _blend16(base16: np.ndarray, heat16: np.ndarray, opacity: float) -> np.ndarr
     return mixed.astype(np.uint8)
 
 
-class _ImageView(QWidget):
-    """Paints one QImage scaled to fit, aspect kept, centred."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._image: QImage | None = None
-        self._message = "Drop an image to see what the model sees"
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumSize(120, 120)
-
-    def set_image(self, image: QImage | None, message: str = "") -> None:
-        self._image = image
-        if message:
-            self._message = message
-        self.update()
-
-    def image(self) -> QImage | None:
-        return self._image
-
-    def sizeHint(self) -> QSize:
-        return QSize(420, 420)
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: ARG002
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), self.palette().color(QPalette.ColorRole.Base))
-        if self._image is None or self._image.isNull():
-            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                             self._message)
-            painter.end()
-            return
-        size = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        x = (self.width() - size.width()) // 2
-        y = (self.height() - size.height()) // 2
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        painter.drawImage(QRect(x, y, size.width(), size.height()), self._image)
-        painter.end()
-
-
 class CamViewer(QWidget):
     """Image + activation overlay with method, target-class and opacity controls.
 
@@ -133,29 +104,46 @@ class CamViewer(QWidget):
     methodChanged = Signal(str)
     targetChanged = Signal(object)
     opacityChanged = Signal(float)
+    cancelRequested = Signal()
 
-    def __init__(self, parent: QWidget | None = None, *, opacity: float = 0.5) -> None:
+    def __init__(self, parent: QWidget | None = None, *,
+                 opacity: float = DEFAULT_OPACITY) -> None:
         super().__init__(parent)
         self._base: np.ndarray | None = None
         self._heat: np.ndarray | None = None
         self._layers16: tuple[np.ndarray, np.ndarray] | None = None
+        self._stale = False
         self.blend_count = 0  # how many times the overlay was re-blended (diagnostics)
         self.method_combo = QComboBox(self)
         self.target_combo = QComboBox(self)
+        self.map_check = QCheckBox("Map", self)
+        self.map_check.setChecked(True)
+        self.map_check.setToolTip("Show the activation map over the image")
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal, self)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(round(opacity * 100))
-        self.opacity_slider.setToolTip("Opacity of the activation map (no recomputation)")
+        self.opacity_slider.setRange(0, round(MAX_OPACITY * 100))
+        self.opacity_slider.setValue(round(min(opacity, MAX_OPACITY) * 100))
+        self.opacity_slider.setToolTip(
+            f"Opacity of the activation map, up to {MAX_OPACITY:.0%} so the image always "
+            "shows through (no recomputation)")
         self._opacity_label = QLabel(f"{self.opacity_slider.value()}%", self)
         self._opacity_label.setMinimumWidth(36)
         self._caption = QLabel("", self)
         self._caption.setWordWrap(True)
-        self.view = _ImageView(self)
+        self.colour_bar = ColourBar(self)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop computing this activation map")
+        self.view = MapView(self)
         self._build_layout()
         self.method_combo.currentIndexChanged.connect(self._on_method)
         self.target_combo.currentIndexChanged.connect(self._on_target)
         self.opacity_slider.valueChanged.connect(self._on_opacity)
+        self.map_check.toggled.connect(lambda _on: self._reblend())
+        self.cancel_button.clicked.connect(self.cancelRequested)
         self.target_combo.addItem(PREDICTED, None)
+        self._set_progress_visible(False)
+        self._update_legend()
 
     def _build_layout(self) -> None:
         controls = QHBoxLayout()
@@ -163,14 +151,22 @@ class CamViewer(QWidget):
         controls.addWidget(self.method_combo)
         controls.addWidget(QLabel("Class:", self))
         controls.addWidget(self.target_combo, 1)
+        controls.addWidget(self.map_check)
         controls.addWidget(QLabel("Opacity:", self))
         controls.addWidget(self.opacity_slider, 1)
         controls.addWidget(self._opacity_label)
+        busy = QHBoxLayout()
+        busy.addWidget(self.progress, 1)
+        busy.addWidget(self.cancel_button)
+        legend = QHBoxLayout()
+        legend.addWidget(self._caption, 1)
+        legend.addWidget(self.colour_bar)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
+        layout.addLayout(busy)
         layout.addWidget(self.view, 1)
-        layout.addWidget(self._caption)
+        layout.addLayout(legend)
 
     # -- configuration -----------------------------------------------------------------
     def set_methods(self, methods: Sequence[tuple[str, str]], current: str | None = None) -> None:
@@ -217,11 +213,21 @@ class CamViewer(QWidget):
         return self.opacity_slider.value() / 100.0
 
     def set_opacity(self, value: float) -> None:
-        self.opacity_slider.setValue(round(min(1.0, max(0.0, value)) * 100))
+        """Set the opacity, capped at :data:`MAX_OPACITY`."""
+        self.opacity_slider.setValue(round(min(MAX_OPACITY, max(0.0, value)) * 100))
+
+    def map_shown(self) -> bool:
+        """Whether the map is drawn now (the Map switch is on and it is not stale)."""
+        return self._layers16 is not None and self.map_check.isChecked() and not self._stale
 
     # -- content -----------------------------------------------------------------------
-    def set_layers(self, base: np.ndarray, heat: np.ndarray | None, caption: str = "") -> None:
-        """Show ``base`` with ``heat`` (same size, from :func:`display_layers`) blended."""
+    def set_layers(self, base: np.ndarray, heat: np.ndarray | None, caption: str = "",
+                   region: Region | None = None) -> None:
+        """Show ``base`` with ``heat`` (same size, from :func:`display_layers`) blended.
+
+        ``region`` (fractions of the image) is outlined: the part the model saw when it
+        was not the whole picture. A new map ends any "computing" state.
+        """
         if heat is not None and heat.shape != base.shape:
             raise ValueError(f"heat map {heat.shape} does not match the image {base.shape}")
         self._base, self._heat = base, heat
@@ -229,6 +235,9 @@ class CamViewer(QWidget):
         self._layers16 = None if heat is None else (base.astype(np.uint16),
                                                     heat.astype(np.uint16))
         self._caption.setText(caption)
+        self.view.set_region(region if heat is not None else None)
+        self.set_busy(False)
+        self._update_legend()
         self._reblend()
 
     def set_caption(self, caption: str) -> None:
@@ -237,7 +246,45 @@ class CamViewer(QWidget):
     def clear(self, message: str = "Drop an image to see what the model sees") -> None:
         self._base = self._heat = self._layers16 = None
         self._caption.setText("")
+        self.view.set_region(None)
+        self.set_busy(False)
+        self._update_legend()
         self.view.set_image(None, message)
+
+    # -- a map being computed ----------------------------------------------------------
+    def set_busy(self, busy: bool, message: str = "Computing the activation map…", *,
+                 cancellable: bool = True) -> None:
+        """While a new map computes: the old one is hidden under a veil saying so, and a
+        progress bar (busy indicator until :meth:`set_progress`) with Cancel shows."""
+        self._stale = busy
+        self.view.set_veil(message if busy and self._base is not None else "")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(message)
+        self._set_progress_visible(busy)
+        self.cancel_button.setVisible(busy and cancellable)
+        self._update_legend()
+        self._reblend()
+
+    def set_progress(self, done: int, total: int, message: str = "") -> None:
+        """Steps of the map being computed (Score-CAM's channel chunks)."""
+        if not self._stale:
+            return
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(min(done, total))
+        text = message or "Computing the activation map"
+        self.progress.setFormat(f"{text}: %v / %m")
+        if self._base is not None:
+            self.view.set_veil(f"{text}… {done} / {total}")
+
+    def is_busy(self) -> bool:
+        return self._stale
+
+    def _set_progress_visible(self, visible: bool) -> None:
+        self.progress.setVisible(visible)
+        self.cancel_button.setVisible(visible)
+
+    def _update_legend(self) -> None:
+        self.colour_bar.setVisible(self._heat is not None and not self._stale)
 
     def has_overlay(self) -> bool:
         return self._heat is not None
@@ -245,12 +292,17 @@ class CamViewer(QWidget):
     def has_image(self) -> bool:
         return self._base is not None
 
+    def region(self) -> Region | None:
+        """The outlined region (the model's center crop), or None."""
+        return self.view.region()
+
     def displayed_array(self) -> np.ndarray | None:
         """The blended pixels currently shown (what the user sees, before scaling)."""
         if self._base is None:
             return None
-        if self._layers16 is None or self.opacity() <= 0.0:
+        if not self.map_shown() or self.opacity() <= 0.0:
             return self._base
+        assert self._layers16 is not None
         return _blend16(*self._layers16, self.opacity())
 
     def _reblend(self) -> None:

@@ -127,8 +127,10 @@ class EpochTable(QTableView):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setAlternatingRowColors(True)
         self.verticalHeader().setVisible(False)
+        # Every column as wide as its contents; the last one ("time") used to stretch
+        # over the rest of the table, so mm:ss sat far to the right of its header.
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        self.horizontalHeader().setStretchLastSection(False)
 
     @property
     def table_model(self) -> EpochTableModel:

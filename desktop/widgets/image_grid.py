@@ -30,7 +30,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor, QImage, QPalette, QPixmap
+from PySide6.QtGui import QBrush, QColor, QImage, QKeyEvent, QPalette, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QWidget
 
 from loupe.desktop.workers import Task, TaskRunner, TaskState
@@ -267,12 +267,14 @@ class ImageGridModel(QAbstractListModel):
 class ImageGrid(QListView):
     """The thumbnail grid widget.
 
-    Signals: ``itemActivated(GridItem)`` on double-click/Enter, ``itemsSelected(list)``
+    Signals: ``itemActivated(GridItem)`` on double-click, Enter or Space (pages open the
+    image viewer), ``itemClicked(GridItem)`` on a single click, ``itemsSelected(list)``
     when the selection changes. :meth:`set_menu_builder` installs a function that fills
     the context menu for the selected items (pages add Relabel/Exclude there).
     """
 
     itemActivated = Signal(object)
+    itemClicked = Signal(object)
     itemsSelected = Signal(list)
 
     def __init__(self, parent: QWidget | None = None, *, runner: TaskRunner,
@@ -295,7 +297,11 @@ class ImageGrid(QListView):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._show_menu)
-        self.activated.connect(lambda index: self.itemActivated.emit(self._model.item(index.row())))
+        # Double-click on every platform (``activated`` is a single click on some), and
+        # Enter/Space from keyPressEvent: the same gesture opens an image everywhere.
+        self.doubleClicked.connect(self._activate)
+        self.clicked.connect(
+            lambda index: self.itemClicked.emit(self._model.item(index.row())))
         self.selectionModel().selectionChanged.connect(
             lambda *_: self.itemsSelected.emit(self.selected_items()))
         self._menu_builder: Callable[[QMenu, list[GridItem]], None] | None = None
@@ -323,6 +329,22 @@ class ImageGrid(QListView):
             selection.select(index, index)
         self.selectionModel().select(
             selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if rows:  # the keyboard's current item follows (Space opens it)
+            self.selectionModel().setCurrentIndex(
+                self._model.index(rows[0]), QItemSelectionModel.SelectionFlag.NoUpdate)
+
+    def _activate(self, index: QModelIndex) -> None:
+        if index.isValid() and index.row() < self._model.rowCount():
+            self.itemActivated.emit(self._model.item(index.row()))
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Space (Quick Look's key) and Enter open the current image."""
+        if event.key() in (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter) and (
+                self.currentIndex().isValid()):
+            self._activate(self.currentIndex())
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     def set_menu_builder(self, builder: Callable[[QMenu, list[GridItem]], None]) -> None:
         self._menu_builder = builder

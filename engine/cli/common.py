@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from loupe.engine.core.errors import ConfigError, LoupeError
 from loupe.engine.core.events import CancelToken
+from loupe.engine.core.text import printable
 from loupe.engine.data.labels import RULE_SPELLINGS, parse_label_rule
 from loupe.engine.data.splits import SPLIT_SPELLINGS, parse_split_rule
 
@@ -161,7 +163,11 @@ def data_spec_from_args(args: argparse.Namespace):
     check_home_outside(root)  # before anything creates Loupe's folders there
     overrides = None
     if not args.no_overrides and root.is_dir() and project_file(root).exists():
-        overrides = load_project(root)[0].overrides
+        project, warnings = load_project(root)
+        overrides = project.overrides
+        for warning in warnings:  # a damaged project file is said, not silently ignored
+            print(f"loupe {getattr(args, 'command', '')}: warning: {printable(warning)}",
+                  file=sys.stderr)
     max_pixels = args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS
     return DataSpec(root, label, split, overrides, max_pixels=max_pixels)
 

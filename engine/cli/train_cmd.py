@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from loupe.engine.cli import distributed_train  # H10 distributed
 from loupe.engine.cli.common import add_data_options, data_spec_from_args, sigint_cancels
 from loupe.engine.core.device import DEVICES
 from loupe.engine.core.errors import CancelledError, ConfigError
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     opts.add_argument("--resume", metavar="RUN", default=None,
                       help="continue an interrupted run (its folder or id)")
+    distributed_train.add_options(opts)  # H10 distributed: --nproc
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     parser.set_defaults(func=run)
 
@@ -73,16 +75,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="pretrained weights: found on this machine (auto), none, or a file")
     group.add_argument("--device", default="auto", choices=DEVICES)
     group.add_argument("--threads", type=int, default=0,
-                       help="CPU threads (default 0: all cores; the desktop app leaves one "
-                       "for its window)")
-
-
-def cli_threads() -> int:
-    """All cores: a command-line run has no window to keep responsive (the engine's own
-    default, all cores but one, is for the desktop app)."""
-    import os
-
-    return os.cpu_count() or 1
+                       help="CPU threads (default 0: all cores)")
 
 
 def config_from_args(args: argparse.Namespace, **extra):
@@ -91,7 +84,7 @@ def config_from_args(args: argparse.Namespace, **extra):
     return TrainConfig(
         arch=args.arch, size=args.size, resize=args.resize, batch_size=args.bs,
         pretrained=args.pretrained, device=args.device, seed=args.seed,
-        threads=args.threads or cli_threads(), **extra,
+        threads=args.threads, **extra,
     )
 
 
@@ -201,11 +194,13 @@ def run(args: argparse.Namespace) -> int:
     from loupe.engine.data.dataset import prepare_data
     from loupe.engine.training import resume, train
 
-    printer = EpochPrinter(sys.stdout, sys.stderr, as_json=args.json)
-    with sigint_cancels() as cancel:
+    printer = EpochPrinter(*distributed_train.streams(), as_json=args.json)  # H10: rank 0 prints
+    with sigint_cancels() as cancel, distributed_train.worker_signals(cancel):  # H10 distributed
         try:
             if args.resume:
                 _check_resume_root(args)
+                if args.nproc:  # H10 distributed: N local processes, printed from here
+                    return distributed_train.launch(args, printer, cancel)
                 resume(args.resume, on_event=printer, cancel=cancel)
                 return 0
             if args.out:
@@ -214,10 +209,13 @@ def run(args: argparse.Namespace) -> int:
                 args, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
                 out=args.out, progressive_resize=args.progressive_resize,
             )
+            if args.nproc:  # H10 distributed: N local processes, printed from here
+                return distributed_train.launch(args, printer, cancel, config)
             prepared = prepare_data(data_spec_from_args(args), on_event=printer, cancel=cancel)
             train(prepared, config, on_event=printer, cancel=cancel)
         except CancelledError:
-            sys.stderr.write(_stopped_line(args, printer) + "\n")
+            if distributed_train.is_main():  # H10 distributed: rank 0 alone reports
+                sys.stderr.write(_stopped_line(args, printer) + "\n")
             return 130
     return 0
 

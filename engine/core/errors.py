@@ -31,6 +31,19 @@ class TrainingError(LoupeError):
     """Training stopped for a reason the user can act on (advice is in the message)."""
 
 
+class WriteError(LoupeError, OSError):
+    """A file Loupe writes could not be written: above all a full disk (the message names
+    the file and the space it needs). Also an OSError, so code that tolerates a failed
+    write of a cache file (``except OSError``) keeps doing so."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
+        OSError.__init__(self, errno, message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class CancelledError(LoupeError):
     """Raised inside long operations when their cancel token is set."""
 

@@ -13,6 +13,13 @@ from the spill files.
 
 ``decode_count`` counts calls to the image decoder; the tests and the benchmark use it to
 prove that epochs after the first decode nothing.
+
+Spill files are bounded: when a cache is created (at most once a minute per folder and
+process) and after each :meth:`ImageCache.warm`, the spill folder is pruned to
+``LOUPE_CACHE_MAX_GB`` (:mod:`loupe.engine.core.disk`), least recently used files first
+(a spill file's mtime is refreshed whenever it is read); this session's own files go
+last. So the folder holds at most the cap plus what one session spills. Temp files of
+writes that died are removed once they are an hour old.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import io
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -32,6 +40,7 @@ import numpy as np
 import torch
 
 from loupe.engine.core import paths
+from loupe.engine.core.disk import CACHE_MAX_ENV, DEFAULT_CACHE_MAX_GB, limit_from_env
 from loupe.engine.core.errors import ConfigError, DatasetError
 from loupe.engine.core.events import (
     CancelToken,
@@ -42,6 +51,7 @@ from loupe.engine.core.events import (
     WarningEvent,
     ignore_event,
 )
+from loupe.engine.data.cache_prune import prune_spill_folder
 from loupe.engine.data.resize import LEGACY_RESIZE, SQUARE_METHODS, check_resize, resize_image
 
 if TYPE_CHECKING:
@@ -50,7 +60,8 @@ if TYPE_CHECKING:
 DEFAULT_RAM_BUDGET = 2 * 1024**3
 PRESIZE_PERCENT = 115
 # Bump when the decode chain (loader, resize) changes, so old spill files are not reused.
-CACHE_FORMAT = 1
+# 2: embedded ICC colour profiles are converted to sRGB.
+CACHE_FORMAT = 2
 
 
 class CacheableItem(Protocol):
@@ -139,6 +150,7 @@ class ImageCache:
         *,
         max_pixels: int | None = None,
         resize: str = LEGACY_RESIZE,
+        disk_cap_bytes: int | None = None,
     ) -> None:
         if isinstance(presize, bool) or not isinstance(presize, int) or presize <= 0:
             raise ConfigError(f"cache presize must be a positive whole number, got {presize!r}")
@@ -149,6 +161,10 @@ class ImageCache:
         self.ram_budget_bytes = int(ram_budget_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir is not None else paths.cache_dir() / "images"
         self.max_pixels = max_pixels
+        self.disk_cap_bytes = (
+            limit_from_env(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_GB)
+            if disk_cap_bytes is None else int(disk_cap_bytes)
+        )
         self._lock = threading.Lock()
         self._ram: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._ram_bytes = 0
@@ -160,6 +176,8 @@ class ImageCache:
         self._disk_hits = 0
         self._spill_writes = 0
         self._spill_error: str | None = None
+        if _prune_due(self.disk_dir):
+            self.prune_disk()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -244,6 +262,7 @@ class ImageCache:
                 for fut in futures:
                     fut.cancel()
                 raise
+        self.prune_disk()
         stats = self.stats()
         if stats["spill_error"] and stats["spill_error"] != spill_error_before:
             on_event(WarningEvent("cache-spill-failed", stats["spill_error"]))
@@ -267,6 +286,20 @@ class ImageCache:
                 "spill_writes": self._spill_writes,
                 "spill_error": self._spill_error,
             }
+
+    def prune_disk(self) -> int:
+        """Keep the spill folder within ``disk_cap_bytes``; returns the bytes freed.
+
+        Least recently used files go first; files this cache wrote or read go only if the
+        rest cannot make room (they are then decoded again when next needed).
+        """
+        with self._lock:
+            ours = set(self._on_disk)
+        freed = prune_spill_folder(self.disk_dir, self.disk_cap_bytes, protect=ours)
+        if freed:
+            with self._lock:
+                self._on_disk = {k for k in self._on_disk if self._spill_path(k).exists()}
+        return freed
 
     def clear_ram(self) -> None:
         """Drop the RAM tier (spill files stay); for tests and memory pressure."""
@@ -339,6 +372,10 @@ class ImageCache:
             return None
         except (OSError, ValueError, EOFError):
             return None  # damaged: decode again and overwrite it
+        try:
+            os.utime(path)  # recently used: the disk cap prunes it last
+        except OSError:
+            pass
         ok = (
             isinstance(array, np.ndarray)
             and array.dtype == np.uint8
@@ -379,3 +416,19 @@ class ImageCache:
                     "not fit the RAM budget will be decoded again each epoch"
                 )
             return False
+
+
+_PRUNE_EVERY_S = 60.0
+_last_prune: dict[str, float] = {}
+_prune_lock = threading.Lock()
+
+
+def _prune_due(disk_dir: Path) -> bool:
+    """True at most once a minute per spill folder: caches are made per training run,
+    evaluation and prediction batch, and each prune lists the whole folder."""
+    key, now = str(disk_dir), time.monotonic()
+    with _prune_lock:
+        if now - _last_prune.get(key, -_PRUNE_EVERY_S) < _PRUNE_EVERY_S:
+            return False
+        _last_prune[key] = now
+        return True

@@ -4,6 +4,11 @@ Why one loader: if training and prediction decoded images differently (EXIF rota
 16-bit scaling, transparency), a model would see different pixels at prediction time
 than it was trained on. Everything that turns a file into pixels goes through here.
 
+Colour: an embedded ICC profile (phone photos in Display P3, cameras in Adobe RGB, CMYK
+JPEGs) is converted to sRGB with Pillow's ImageCms (LittleCMS), relative colorimetric, so
+a picture means the same pixels whatever space it was saved in. A profile that cannot be
+parsed is ignored (the pixels are used as stored), never an error.
+
 Safety: the format is sniffed from the content (never trusted from the extension), and
 the pixel count is checked against ``max_pixels`` from the header, before any pixel
 buffer is allocated. We identify files through Pillow's plugin registry ourselves rather
@@ -21,11 +26,12 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from loupe.engine.core.errors import DatasetError
 
@@ -53,6 +59,9 @@ _PNG_END = b"IEND"
 _PNG_TAIL_BYTES = 4096
 _VALIDATE_BUDGET_PIXELS = 128_000_000  # concurrent full decodes held by validate_image
 _limit_lock = threading.Lock()
+_MAX_ICC_BYTES = 8 << 20  # real profiles are KBs (printer LUTs a few MB); ignore bigger
+# The profile's colour space -> the Pillow mode it converts from.
+_ICC_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L"}
 
 Source = str | os.PathLike[str] | IO[bytes]
 
@@ -126,9 +135,10 @@ def load_rgb(
         if min_short_side and img.format in _JPEG_FORMATS:
             img.draft("RGB", (min_short_side, min_short_side))
         _decode(img, name)
+        icc = img.info.get("icc_profile")
         _apply_exif_orientation(img)
         try:
-            rgb = to_rgb(img)
+            rgb = to_srgb(img, icc)
         except ValueError as err:
             raise UnreadableImage(name, f"{UNSUPPORTED_FORMAT}: colour mode {img.mode}") from err
         return rgb.copy() if rgb is img else rgb  # closing the file must not take the pixels
@@ -178,6 +188,75 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     return img.convert("RGB")
+
+
+def to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """:func:`to_rgb`, with the embedded ICC profile ``icc`` converted to sRGB.
+
+    RGB profiles apply to the RGB image (after transparency was composited on white);
+    CMYK and grey profiles to the image as decoded. An sRGB profile, a profile for
+    another colour model, or one LittleCMS cannot read leaves the pixels as they are.
+    """
+    space = _icc_space(icc)
+    if space is not None and space != "RGB" and img.mode == _ICC_MODES[space]:
+        converted = _convert_to_srgb(img, cast(bytes, icc), img.mode)
+        if converted is not None:
+            return converted
+    rgb = to_rgb(img)
+    if space == "RGB":
+        return _convert_to_srgb(rgb, cast(bytes, icc), "RGB") or rgb
+    return rgb
+
+
+def _icc_space(icc: bytes | None) -> str | None:
+    """The colour space an embedded profile converts from, if it needs converting."""
+    if not icc or not isinstance(icc, bytes) or len(icc) > _MAX_ICC_BYTES:
+        return None
+    info = _icc_profile(icc)
+    return info[1] if info is not None else None
+
+
+@lru_cache(maxsize=32)
+def _icc_profile(icc: bytes) -> tuple[ImageCms.ImageCmsProfile, str] | None:
+    """(profile, colour space) for a non-sRGB profile Loupe can convert, else None."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = str(profile.profile.xcolor_space).strip().upper()
+        description = str(ImageCms.getProfileDescription(profile) or "")
+    except Exception:  # a damaged or hostile profile: use the pixels as stored
+        return None
+    if space not in _ICC_MODES or "srgb" in description.lower():
+        return None  # sRGB already (or a colour model we do not convert)
+    return profile, space
+
+
+@lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    info = _icc_profile(icc)
+    if info is None:
+        return None
+    try:
+        return ImageCms.buildTransform(
+            info[0], _SRGB, mode, "RGB",
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            flags=ImageCms.Flags.NOCACHE,  # one transform is shared by decoder threads
+        )
+    except Exception:  # LittleCMS refused the profile (an inconsistent one): no conversion
+        return None
+
+
+def _convert_to_srgb(img: Image.Image, icc: bytes, mode: str) -> Image.Image | None:
+    transform = _srgb_transform(icc, mode)
+    if transform is None:
+        return None
+    try:
+        converted = ImageCms.applyTransform(img, transform)
+    except Exception:  # never let colour management make a readable image unreadable
+        return None
+    return converted if isinstance(converted, Image.Image) else None
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def resize_short_side(img: Image.Image, short: int) -> Image.Image:

@@ -11,6 +11,7 @@ labels without renaming or moving a single image.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ RULE_SPELLINGS = "parent | top | upper[:NAME_UPPER,NAME_LOWER] | regex:PATTERN |
 _HEADER_FILE = {"filename", "file", "fname", "name", "path", "image", "image_name", "id"}
 _HEADER_LABEL = {"label", "labels", "class", "classes", "tag", "tags", "category", "y"}
 _LABEL_SPLIT = re.compile(r"[;\s]+")
+# What is trimmed around CSV cells: spaces and tabs only. str.strip() would also eat
+# \f, \x85, \u2028 ..., which are legal (if rare) at the ends of file names.
+_CSV_BLANKS = " \t"
 # A user's pattern gets this long on one file name: a pattern that backtracks
 # catastrophically (``(a|aa)+$`` on a long name) would otherwise hang the scan.
 REGEX_TIMEOUT_S = 0.1
@@ -280,27 +284,41 @@ def _split_labels(cell: str) -> tuple[str, ...]:
 
 def _read_csv_rows(path: Path) -> list[tuple[int, str, str]]:
     """(line number, filename, label cell) rows; a first row that looks like a header is
-    skipped. Tab-separated files are accepted too (a common spreadsheet export)."""
+    skipped. Tab-separated files are accepted too (a common spreadsheet export).
+
+    Read with ``newline=""`` as the csv module wants: a quoted file name may hold ``\n``,
+    ``\r``, ``\f``, U+0085 or U+2028 (all legal in file names), and only the csv module
+    decides where a record ends. The line number is the record's first physical line.
+    """
     if not path.is_file():
         raise ConfigError(f"label CSV not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read label CSV {path}: {err}") from err
-    lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), "")
+    first = next((line for line in re.split(r"\r\n|\r|\n", text) if line.strip()), "")
     delimiter = "\t" if "\t" in first and "," not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[tuple[int, str, str]] = []
     seen_first = False
-    for number, row in enumerate(csv.reader(lines, delimiter=delimiter), start=1):
-        cells = [c.strip() for c in row]
+    number = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # a field over the csv module's limit (131,072 chars)
+            raise ConfigError(f"label CSV {path} line {number}: {err}") from err
+        line, number = number, reader.line_num + 1
+        cells = [c.strip(_CSV_BLANKS) for c in row]
         if not any(cells):
             continue
         if not seen_first:
             seen_first = True
             if _looks_like_header(cells):
                 continue
-        rows.append((number, cells[0], cells[1] if len(cells) > 1 else ""))
+        rows.append((line, row[0], cells[1] if len(cells) > 1 else ""))
     return rows
 
 
@@ -324,6 +342,15 @@ class _CsvIndex:
             self.by_name.setdefault(rel.stem, []).append(item)
 
     def find(self, name: str, path: Path, line: int) -> ImageItem | None:
+        """The item ``name`` (a CSV cell as written) names; spaces around it are
+        forgiven when the name itself does not match (``a.jpg, cat``)."""
+        found = self._find(name, path, line)
+        stripped = name.strip(_CSV_BLANKS)
+        if found is None and stripped != name:
+            found = self._find(stripped, path, line)
+        return found
+
+    def _find(self, name: str, path: Path, line: int) -> ImageItem | None:
         key = name.replace("\\", "/").removeprefix("./")
         found = self.by_rel.get(key, [])
         if not found and "/" not in key:

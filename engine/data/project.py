@@ -76,17 +76,26 @@ class Project:
 
     def save(self) -> Path:
         """Write atomically to the projects dir and move the folder to the top of recents."""
+        return self.write(self.encode())
+
+    def encode(self) -> bytes:
+        """The project file's bytes as the settings are now (a snapshot to write later)."""
+        try:
+            text = json.dumps(self.to_json(), indent=2, sort_keys=True)
+        except TypeError as err:
+            raise ConfigError(f"training settings must be JSON values: {err}") from err
+        return (text + "\n").encode("utf-8")
+
+    def write(self, data: bytes) -> Path:
+        """Write ``data`` (from :meth:`encode`) as the project file, atomically (it is
+        synced to disk: tens of milliseconds), and put the folder first in the recents."""
         target = self.path
         if target.resolve().is_relative_to(self.root):
             raise ConfigError(
                 f"Loupe's data folder {target.parent} is inside the image folder {self.root}; "
                 "set LOUPE_HOME elsewhere so Loupe never writes into your images"
             )
-        try:
-            text = json.dumps(self.to_json(), indent=2, sort_keys=True)
-        except TypeError as err:
-            raise ConfigError(f"training settings must be JSON values: {err}") from err
-        atomic_write_bytes(target, (text + "\n").encode("utf-8"))
+        atomic_write_bytes(target, data)
         add_recent(self.root)
         return target
 
@@ -105,7 +114,7 @@ def project_from_json(root: Path | str, data: Any) -> tuple[Project, list[str]]:
     """Build a project from parsed JSON, replacing each bad field by its default."""
     project = Project(Path(root))
     if not isinstance(data, dict):
-        return project, ["project file is not a JSON object; using default settings"]
+        return project, ["not a JSON object; using default settings"]
     warnings: list[str] = []
     project.label = _field(data, "label", LabelRule.from_json, project.label, warnings)
     project.split = _field(data, "split", SplitRule.from_json, project.split, warnings)
@@ -141,7 +150,7 @@ def load_project(root: Path | str) -> tuple[Project, list[str]]:
     project, warnings = project_from_json(root, data)
     if warnings:
         _keep_corrupt(path)
-    return project, warnings
+    return project, [f"project file {path}: {warning}" for warning in warnings]
 
 
 def _keep_corrupt(path: Path) -> None:

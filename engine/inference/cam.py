@@ -7,17 +7,19 @@ so autograd records nothing before the target layer: a hook makes the layer's ou
 start of the graph, and the backward pass stops there. Score-CAM needs no gradient but runs
 one extra forward per channel (it is the slow, gradient-free option).
 
+Score-CAM runs one forward per chunk of channels (a thousand channels: tens of seconds on
+a CPU), so :func:`compute_cam` reports a ``Progress`` event per chunk and checks the
+cancel token before each one; the other methods are one forward and one partial backward.
+
 Target layers come from ``engine.models.anatomy.cam_target_layer`` (the last convolutional stage
 for CNNs). Vision transformers have no spatial feature map: their target layer outputs
 tokens (B, N, C); we drop the class/register tokens and fold the patch tokens back into the
 patch grid, so the map has the patch grid's resolution (14×14 for a /16 model at 224 px).
 Gradient-based maps on ViTs are coarser and noisier than on CNNs; read them with care.
 
-The raw map covers the model's input: the center crop of the resized image (``crop``), the
-whole image stretched to a square (``squish``) or the image plus its padding (``pad``). The
-overlay places it on that region of the ORIGINAL image (full size, EXIF-rotated): cropped
-edges the model never saw stay uncoloured, a squished map is stretched back to the image's
-shape, and the part of a padded map that lies on the padding is cut off.
+The raw map covers the model's input (the center crop, the squished square or the padded
+square); ``engine.inference.overlays`` places it on the original picture, in a perceptual
+colormap, and is re-exported here with the other pictures of the model's insides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loupe.engine.core.errors import ConfigError
+from loupe.engine.core.events import (
+    CancelToken,
+    EventCallback,
+    Finished,
+    Progress,
+    Started,
+    ignore_event,
+)
 
 # The "what the network learned" views live in engine.inference.activations; re-exported here so
 # every picture of the model's insides is reachable from one module.
@@ -38,11 +48,18 @@ from loupe.engine.inference.activations import (
     first_conv_filters,
     top_activating,
 )
+from loupe.engine.inference.overlays import (
+    DEFAULT_COLORMAP,
+    colormap_lut,
+    heatmap_figure,
+    input_outline,
+    render_overlay,
+    save_overlay,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from matplotlib.figure import Figure
     from PIL import Image
 
     from loupe.engine.inference.predict import Prediction, Predictor
@@ -56,6 +73,11 @@ CAM_METHODS: dict[str, str] = {
 }
 DEFAULT_METHOD = "gradcam"
 _GRADIENT_METHODS = frozenset({"gradcam", "gradcampp", "layercam"})
+# Channels Score-CAM scores per forward. Cancel and progress act between forwards, so on
+# a CPU a chunk is kept small: 32 made Cancel wait up to 4 s (EfficientNet-Lite0, 224 px,
+# 2 cores); per-image cost barely depends on the chunk there. GPUs want big batches.
+SCORECAM_CHUNK = {"cpu": 8, "other": 32}
+CAM_TASK = "activation-map"  # the task name of compute_cam's events
 
 
 @dataclass(frozen=True)
@@ -93,16 +115,33 @@ def compute_cam(
     target: str | int | None = None,
     topk: int = 5,
     layer: str | None = None,
+    on_event: EventCallback = ignore_event,
+    cancel: CancelToken | None = None,
 ) -> CamResult:
     """Predict one image and compute its activation map from the same forward pass.
 
-    ``target`` is a class name or index; by default the predicted (top) class.
+    ``target`` is a class name or index; by default the predicted (top) class. Events:
+    ``Started``, one ``Progress`` per model forward (Score-CAM: one per channel chunk),
+    ``Finished``; ``cancel`` is checked before each forward (CancelledError).
     """
+    if cancel is not None:
+        cancel.raise_if_cancelled()
     prepared = predictor.prepare(source)
     batch = prepared.tensor.unsqueeze(0)
+    started = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            on_event(Started(CAM_TASK, total=total, info={"method": method}))
+        on_event(Progress(CAM_TASK, done, total, message=method))
+
     logits, maps, class_indices, layer_name = cam_forward(
-        predictor, batch, method=method, target=target, layer=layer
+        predictor, batch, method=method, target=target, layer=layer, on_progress=progress,
+        cancel=cancel,
     )
+    on_event(Finished(CAM_TASK, {"method": method, "layer": layer_name}))
     probs = predictor.probabilities(logits)[0]
     prediction = predictor.make_prediction(probs, prepared.path, topk)
     index = class_indices[0]
@@ -125,11 +164,15 @@ def cam_forward(
     method: str = DEFAULT_METHOD,
     target: str | int | Sequence[int] | None = None,
     layer: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> tuple[torch.Tensor, list[np.ndarray], list[int], str]:
     """One forward over a normalized batch: (logits, one map per image, classes, layer).
 
     ``target`` may be one class (name or index) for the whole batch, one index per image,
-    or None for each image's predicted class.
+    or None for each image's predicted class. ``on_progress(done, total)`` is called after
+    each model forward and ``cancel`` checked before each: Score-CAM's per-chunk forwards
+    are counted by a forward hook on the model (removed on the way out, cancelled or not).
     """
     import torch
 
@@ -140,24 +183,76 @@ def cam_forward(
     batch = batch.to(predictor.device)
     reshape = _token_reshape(model)
     gradient = method in _GRADIENT_METHODS
-    with extractor_cls(model, layer_name, reshape_transform=reshape, **_extra(method)) as cam:
-        handle = None
-        if gradient:
-            module = dict(model.named_modules())[layer_name]
-            handle = module.register_forward_hook(_start_graph_here, prepend=True)
+    module = dict(model.named_modules())[layer_name]
+    shape: list[int] = []  # the target layer's (batch, channels), seen on the first forward
+
+    def note_shape(_module: Any, _inputs: Any, output: Any) -> None:
+        if not shape:
+            shape.extend(_map_shape(output, reshape))
+
+    handles = []
+    chunk = scorecam_chunk(predictor.device)
+    extra = {"batch_size": chunk} if method == "scorecam" else {}
+    with extractor_cls(model, layer_name, reshape_transform=reshape, **extra) as cam:
         try:
+            handles.append(module.register_forward_hook(note_shape))
+            if gradient:
+                handles.append(module.register_forward_hook(_start_graph_here, prepend=True))
             # inference_mode(False): callers may sit inside inference mode, where no tensor
             # can require grad; the gradient methods need exactly that from the layer on.
             grad_mode = torch.enable_grad() if gradient else torch.no_grad()
             with torch.inference_mode(False), grad_mode:
                 logits = model(batch)
+                total = _forward_count(method, shape, chunk)
+                if on_progress is not None:
+                    on_progress(1, total)
+                if method == "scorecam":
+                    handles.append(model.register_forward_hook(
+                        _forward_counter(on_progress, cancel, total)))
                 indices = _class_indices(predictor, logits.detach(), target)
                 maps = cam(class_idx=indices, scores=logits)
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
     heatmaps = [m.detach().float().cpu().numpy() for m in maps[0]]
     return logits.detach().float().cpu(), heatmaps, indices, layer_name
+
+
+def _map_shape(output: Any, reshape: Callable[[Any], Any] | None) -> tuple[int, int]:
+    """(batch, channels) of the target layer's output, tokens folded as the map is."""
+    fmap = reshape(output) if reshape is not None else output
+    return int(fmap.shape[0]), int(fmap.shape[1])
+
+
+def scorecam_chunk(device: Any) -> int:
+    """Channels per Score-CAM forward on ``device`` (:data:`SCORECAM_CHUNK`)."""
+    kind = getattr(device, "type", str(device))
+    return SCORECAM_CHUNK["cpu" if kind == "cpu" else "other"]
+
+
+def _forward_count(method: str, shape: Sequence[int], chunk: int) -> int:
+    """Model forwards of one map: the prediction's, plus for Score-CAM its baseline and one
+    per chunk of channels (torchcam scores ``batch × channels`` masked inputs in chunks)."""
+    if method != "scorecam" or len(shape) < 2:
+        return 1
+    masked = shape[0] * shape[1]
+    return 2 + -(-masked // chunk)
+
+
+def _forward_counter(
+    on_progress: Callable[[int, int], None] | None, cancel: CancelToken | None, total: int
+) -> Callable[..., None]:
+    """A forward hook: count each forward, report it, and stop when cancelled."""
+    done = [1]
+
+    def hook(_module: Any, _inputs: Any, _output: Any) -> None:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(min(done[0], total), total)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+
+    return hook
 
 
 def _start_graph_here(_module: Any, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
@@ -178,11 +273,6 @@ def _extractor_class(method: str) -> type:
     from torchcam import methods
 
     return getattr(methods, CAM_METHODS[method])
-
-
-def _extra(method: str) -> dict[str, Any]:
-    # Score-CAM scores channels in chunks; 32 keeps memory modest on CPU.
-    return {"batch_size": 32} if method == "scorecam" else {}
 
 
 def _class_indices(
@@ -240,147 +330,10 @@ def _check_layer(model: Any, name: str) -> None:
     named_module(model, name)
 
 
-# -- overlays -----------------------------------------------------------------------------
-
-
-def colormap_lut(colormap: str = "jet") -> np.ndarray:
-    """A 256×3 uint8 lookup table from a matplotlib colormap name."""
-    import matplotlib
-    import numpy as np
-
-    try:
-        cmap = matplotlib.colormaps[colormap]
-    except KeyError:
-        raise ConfigError(
-            f"unknown colormap {colormap!r}; try one of: jet, viridis, inferno, magma, turbo"
-        ) from None
-    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
-
-
-def render_overlay(
-    result: CamResult,
-    image: Image.Image | None = None,
-    *,
-    opacity: float = 0.5,
-    colormap: str = "jet",
-) -> Image.Image:
-    """The map blended over the original image, at the original's full size (RGB).
-
-    ``image`` defaults to the result's source file loaded at full size with EXIF applied.
-    Only the region the model saw is coloured (all of it for squish and pad; the map's part
-    on pad's padding is dropped). Colouring uses a 256-entry lookup table and Pillow's C
-    code, so a 12-megapixel overlay takes tens of milliseconds.
-    """
-    import numpy as np
-    from PIL import Image as PILImage
-
-    if not 0.0 <= opacity <= 1.0:
-        raise ConfigError(f"overlay opacity must be in 0..1, got {opacity}")
-    if image is None:
-        image = _load_original(result)
-    base = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    width, height = base.size
-    visible, source = _visible_part(result.crop_box, result.heatmap.shape)
-    left, top, right, bottom = visible
-    box = (round(left * width), round(top * height), round(right * width), round(bottom * height))
-    box_size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
-    levels = (np.clip(result.heatmap, 0.0, 1.0) * 255).round().astype(np.uint8)
-    heat = PILImage.fromarray(levels, mode="L").resize(
-        box_size, PILImage.Resampling.BILINEAR, box=source
-    )
-    heat.putpalette(colormap_lut(colormap).tobytes())  # L becomes P: the LUT in C
-    coloured = heat.convert("RGB")
-    region = base.crop(box)
-    base.paste(PILImage.blend(region, coloured, opacity), box[:2])
-    return base
-
-
-def _visible_part(
-    crop_box: tuple[float, float, float, float], shape: tuple[int, ...]
-) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
-    """The part of the model's input inside the image: (image fractions, heat-map box).
-
-    The crop box clipped to 0..1, and the same region in the heat map's own pixels (a
-    float box for Pillow's resize). Only a pad box reaches outside the image; for crop and
-    squish this is the whole box and the whole map.
-    """
-    left, top, right, bottom = crop_box
-    rows, cols = shape[0], shape[1]
-    clipped = (max(0.0, left), max(0.0, top), min(1.0, right), min(1.0, bottom))
-    span_w, span_h = right - left, bottom - top
-    source = (
-        (clipped[0] - left) / span_w * cols,
-        (clipped[1] - top) / span_h * rows,
-        (clipped[2] - left) / span_w * cols,
-        (clipped[3] - top) / span_h * rows,
-    )
-    return clipped, source
-
-
-def _load_original(result: CamResult) -> Image.Image:
-    """The source image at full size, EXIF applied, through the shared loader."""
-    if result.source is None:
-        raise ConfigError("this activation map came from an in-memory image; pass the image")
-    from loupe.engine.data.imageio import load_rgb
-
-    return load_rgb(result.source)
-
-
-def save_overlay(
-    result: CamResult,
-    path: str | Path,
-    image: Image.Image | None = None,
-    *,
-    opacity: float = 0.5,
-    colormap: str = "jet",
-) -> Path:
-    """Render the overlay and write it atomically (format from the suffix, PNG/JPEG)."""
-    import io
-
-    from loupe.engine.core.atomic import atomic_write_bytes
-
-    path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(
-        path.suffix.lower()
-    )
-    if fmt is None:
-        raise ConfigError(f"cannot write an overlay to {path.name}: use .png, .jpg or .webp")
-    from loupe.engine.core.outputs import same_file
-
-    if result.source is not None and same_file(path, result.source):
-        raise ConfigError(
-            f"refusing to overwrite the input image {result.source} with its activation map; "
-            "choose another file name for the overlay"
-        )
-    buffer = io.BytesIO()
-    render_overlay(result, image, opacity=opacity, colormap=colormap).save(buffer, format=fmt)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def heatmap_figure(result: CamResult, image: Image.Image | None = None, *,
-                   opacity: float = 0.5, colormap: str = "jet") -> Figure:
-    """Original | overlay side by side, titled with the class and probability (Agg)."""
-    from matplotlib.figure import Figure
-
-    if image is None:
-        image = _load_original(result)
-    overlay = render_overlay(result, image, opacity=opacity, colormap=colormap)
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    prob = result.prediction.probs[result.label]
-    for axis, picture, title in zip(
-        fig.subplots(1, 2),
-        (image, overlay),
-        ("image", f"{result.label} ({prob:.1%}) · {result.method}"),
-        strict=True,
-    ):
-        axis.imshow(picture)
-        axis.set_title(title)
-        axis.axis("off")
-    return fig
-
-
 __all__ = [
     "CAM_METHODS",
+    "CAM_TASK",
+    "DEFAULT_COLORMAP",
     "DEFAULT_METHOD",
     "CamResult",
     "ChannelActivation",
@@ -391,8 +344,10 @@ __all__ = [
     "filters_figure",
     "first_conv_filters",
     "heatmap_figure",
+    "input_outline",
     "render_overlay",
     "save_overlay",
+    "scorecam_chunk",
     "target_layer_name",
     "top_activating",
 ]

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loupe.engine.core.atomic import atomic_write_json
+from loupe.engine.core.atomic import atomic_write_json, atomic_write_with
 from loupe.engine.core.errors import ConfigError, LoupeError
 from loupe.engine.core.events import EventCallback, Finished, Started, WarningEvent, ignore_event
 
@@ -103,16 +102,19 @@ def export_onnx(
     if path.suffix.lower() != ".onnx":
         raise ConfigError(f"ONNX file {path} must end in .onnx")
     on_event(Started("export", info={"format": "onnx", "path": str(path)}))
-    tmp = _temp_next_to(path)
-    try:
+    checked: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:  # replaces ``path`` only once the file passed its checks
         _torch_onnx_export(predictor, tmp, opset)
+        if any(other != tmp for other in tmp.parent.iterdir()):
+            # Over 2 GB, ONNX keeps the weights in files beside the model; one file only here.
+            raise LoupeError(f"cannot export {path}: the model is too large for one ONNX file")
         onnx.checker.check_model(str(tmp))
-        batch = _check_batch(predictor, check_images, check_count)
-        diff = _parity(predictor, ort, tmp, batch)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        checked["batch"] = batch = _check_batch(predictor, check_images, check_count)
+        checked["diff"] = _parity(predictor, ort, tmp, batch)
+
+    _write_new(path, write)
+    batch, diff = checked["batch"], checked["diff"]
     sidecar = atomic_write_json(sidecar_path(path), sidecar_json(predictor, diff, len(batch)))
     result = ExportResult(path, sidecar, diff, len(batch), tolerance)
     if not result.parity_ok:
@@ -124,18 +126,18 @@ def export_onnx(
     return result
 
 
-def _temp_next_to(path: Path) -> Path:
-    """An empty temp file in ``path``'s folder (same file system, so os.replace is atomic).
-
-    An unwritable destination is a plain error naming the file, not a traceback.
-    """
+def _write_new(path: Path, write: Any) -> None:
+    """Write ``path`` atomically through ``write(tmp)`` (core.atomic: the usual file mode,
+    a full disk said in one line). An unwritable destination is a plain error naming the
+    file, not a traceback."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write_with(path, write)
+    except LoupeError:
+        raise
     except OSError as err:
+        if err.filename not in (None, str(path)):
+            raise  # about another file (an image to check with): its own message
         raise LoupeError(f"cannot write {path}: {err.strerror or err}") from err
-    os.close(fd)
-    return Path(tmp_name)
 
 
 def sidecar_path(onnx_path: Path) -> Path:
@@ -249,15 +251,13 @@ def export_torchscript(predictor: Predictor, path: str | Path) -> Path:
         warnings.simplefilter("ignore")
         with torch.inference_mode(False), torch.no_grad():
             traced = torch.jit.trace(predictor.model, dummy)
-    tmp_name = str(_temp_next_to(path))
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, still works
-            torch.jit.save(traced, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+            torch.jit.save(traced, str(tmp))
+
+    _write_new(path, write)
     atomic_write_json(path.with_suffix(".json"), sidecar_json(predictor, None, 0))
     return path
 

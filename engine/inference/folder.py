@@ -3,9 +3,10 @@
 The user's files are only ever read. ``sort_into`` COPIES (``shutil.copy2`` semantics:
 content plus timestamps) into one folder per predicted class and never overwrites: a name
 already taken gets a ``-1``, ``-2``, ... suffix, and the destination is created with
-exclusive-create so even a concurrent writer cannot be clobbered. The scan uses
-``engine.data.scan`` (same notion of "an image" as training); files under ``sort_into`` are left
-out when it lies inside the folder, so a second run does not predict its own copies.
+exclusive-create so even a concurrent writer cannot be clobbered. ``sort_into`` may not be
+the folder, lie inside it, or hold it as one of its class folders (compared by device and
+inode, so an alias is caught): Loupe never writes into the folder it reads. The scan uses
+``engine.data.scan`` (same notion of "an image" as training).
 
 Phases: scan → predict in batches (cancel checked per batch; nothing written if
 cancelled) → CSV written atomically → copies (cancel checked per file).
@@ -96,9 +97,9 @@ def predict_folder(
     if csv_path.is_dir():
         raise ConfigError(f"the CSV file {csv_path} is a folder; give a file name ending in .csv")
     target = Path(sort_into).expanduser() if sort_into is not None else None
-    if target is not None and target.exists() and not target.is_dir():
-        raise ConfigError(f"--sort-into {target} exists and is not a folder")
-    paths, rejected = _list_images(root, target, csv_path, on_event, cancel)
+    if target is not None:
+        _check_sort_target(predictor, root, target)
+    paths, rejected = _list_images(root, csv_path, on_event, cancel)
     rows = _predict_rows(predictor, paths, topk, batch_size, on_event, cancel)
     rows += [FolderRow(path, None, reason) for path, reason in rejected]
     rows.sort(key=lambda row: str(row.path))
@@ -113,9 +114,28 @@ def predict_folder(
     return FolderResult(csv_path, tuple(rows), rejected, copied, dict(counts))
 
 
+def _check_sort_target(predictor: Predictor, root: Path, target: Path) -> None:
+    """Refuse a ``sort_into`` whose copies would land in the folder being predicted."""
+    from loupe.engine.core.outputs import is_inside
+
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--sort-into {target} exists and is not a folder")
+    if is_inside(target, root):
+        raise ConfigError(
+            f"--sort-into {target} is inside the image folder {root}; Loupe never writes "
+            "there. Choose a folder outside it."
+        )
+    names = {safe_folder_name(c) for c in predictor.classes} | {UNKNOWN_FOLDER, NO_LABEL_FOLDER}
+    for name in sorted(names):
+        if is_inside(target / name, root):
+            raise ConfigError(
+                f"--sort-into {target}: the class folder {target / name} would be the image "
+                f"folder {root} itself; Loupe never writes there. Choose another folder."
+            )
+
+
 def _list_images(
     root: Path,
-    sort_into: Path | None,
     csv_path: Path,
     on_event: EventCallback,
     cancel: CancelToken | None,
@@ -123,12 +143,10 @@ def _list_images(
     from loupe.engine.data.scan import scan_folder
 
     scan = scan_folder(root, on_event=on_event, cancel=cancel)
-    skip = [_real(p) for p in (sort_into,) if p is not None]
     own_csv = _real(csv_path)
 
     def wanted(path: Path) -> bool:
-        resolved = _real(path)
-        return resolved != own_csv and not any(_is_within(resolved, s) for s in skip)
+        return _real(path) != own_csv
 
     paths = [item.path for item in scan.items if wanted(item.path)]
     rejected = tuple((r.path, r.reason) for r in scan.rejected if wanted(r.path))
@@ -141,10 +159,6 @@ def _real(path: Path) -> Path:
     """``Path.resolve`` that never raises: a symlink loop in the folder (which the scan
     reports as a rejected file) raises RuntimeError from ``resolve`` on Python < 3.13."""
     return Path(os.path.realpath(path))
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def _predict_rows(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loupe.engine.core.atomic import atomic_write_with
-from loupe.engine.core.errors import ConfigError, ModelFileError
+from loupe.engine.core.errors import ConfigError, ModelFileError, WriteError
 from loupe.engine.core.formats import BUNDLE_SUFFIX
 from loupe.engine.core.outputs import check_writable  # noqa: F401  (re-exported)
 
@@ -182,10 +182,15 @@ def save_bundle(path: Path | str, model: nn.Module, meta: BundleMeta | dict[str,
         for name, tensor in model.state_dict().items()
     }
     header = {META_KEY: json.dumps(meta.to_json(), sort_keys=True), "format": "pt"}
+    size = sum(t.numel() * t.element_size() for t in tensors.values()) + len(header[META_KEY])
     try:
         # save_file streams to disk without the GIL (no bytes copy of the weights), so a
         # GUI thread stays responsive while a bundle is written.
-        return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        return atomic_write_with(
+            path, lambda tmp: save_file(tensors, tmp, metadata=header), expected_bytes=size
+        )
+    except WriteError:
+        raise  # a full disk: already one line naming the file and the space it needs
     except OSError as err:
         raise ModelFileError(f"cannot write model file {path}: {err.strerror or err}") from err
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loupe.engine.core import paths
-from loupe.engine.core.atomic import atomic_write_bytes, atomic_write_json
+from loupe.engine.core.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temps
 from loupe.engine.core.digest import sha256_file
 from loupe.engine.core.errors import WeightsError
 from loupe.engine.models.architectures import pretrained_cfg, resolve_arch
@@ -384,10 +384,12 @@ def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
     refused = torch.serialization.pickle.UnpicklingError
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (refused, RuntimeError, EOFError, OSError, ValueError) as err:
+    except refused as err:
+        raise WeightsError(f"cannot read weights file {path}: {_pickle_reason(err)}") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise WeightsError(
-            f"cannot read weights file {path}: it is not a plain PyTorch state dict "
-            f"(Loupe loads .pth files with weights_only=True only): {err}"
+            f"cannot read weights file {path}: it is not a readable PyTorch state dict "
+            f"({_first_sentence(err)})"
         ) from err
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
@@ -397,6 +399,31 @@ def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
     return checked_tensors(dict(obj), path)
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_PICKLE_REFUSAL = (
+    "Loupe reads .pth files with weights_only=True and never loads such files, because "
+    "loading them can run code; save the weights as safetensors, or as a state dict of "
+    "tensors only, where they were made"
+)
+
+
+def _pickle_reason(err: Exception) -> str:
+    """One line for a pickle torch's weights_only loader refused: what it holds, never
+    torch's own advice (which is to load it unsafely)."""
+    found = _GLOBAL.search(str(err))
+    holds = f"Python objects ({found.group(1)})" if found else "Python objects"
+    return f"it holds {holds}, not only tensors; {_PICKLE_REFUSAL}"
+
+
+def _first_sentence(err: Exception) -> str:
+    """The first line of a library error, shortened, without any weights_only advice."""
+    line = next((part.strip() for part in str(err).splitlines() if part.strip()), "")
+    line = line or type(err).__name__
+    if "weights_only" in line:
+        return type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def convert_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -485,6 +512,7 @@ def _write_store(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     data = save_safetensors(tensors, metadata={"arch": arch, "source": Path(source_file).name})
     folder = store_dir(arch)
+    remove_stale_temps(folder)  # what an import killed mid-write left (an hour old or more)
     target = atomic_write_bytes(folder / STORE_FILE, data)
     atomic_write_json(
         folder / SIDECAR_FILE,

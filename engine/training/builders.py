@@ -18,7 +18,7 @@ import torch
 from loupe.engine.core.device import DeviceInfo, resolve_device
 from loupe.engine.core.errors import TrainingError
 from loupe.engine.core.events import CancelToken, EventCallback
-from loupe.engine.training import runs
+from loupe.engine.training import distributed, runs  # H10 distributed
 from loupe.engine.training.config import TrainConfig
 from loupe.engine.training.learner import Learner
 from loupe.engine.training.session import Session
@@ -93,6 +93,9 @@ def build_session(
     """A new run: the new fit of :func:`build_learner`, plus its run folder."""
     fit = _new_fit(prepared, config)
     config = fit["config"]
+    if not distributed.is_main():  # H10 distributed: rank 0 alone makes the run folder
+        shared = distributed.share_run_dir(None)
+        return Session(prepared=prepared, events=events, cancel=cancel, run_dir=shared, **fit)
     run_dir = runs.new_run_dir(config.arch)
     lock = runs.RunLock(run_dir).acquire()  # the caller releases it (session.lock)
     try:
@@ -100,6 +103,7 @@ def build_session(
         runs.write_json(run_dir, "data.json", data_spec_json(prepared.spec))
         runs.write_json(run_dir, "manifest.json", prepared.plan.manifest())
         runs.update_record(run_dir, status="running", test_looks=0)
+        distributed.share_run_dir(run_dir)  # H10 distributed: the other ranks' run_dir
         return Session(
             prepared=prepared, events=events, cancel=cancel, run_dir=run_dir, lock=lock, **fit
         )
@@ -126,8 +130,10 @@ def restore_session(
     optimizer, n_groups = new_optimizer(model, config.max_lr, config.wd, device)
     optimizer.load_state_dict(optimizer_state)
     history = list(scalars["history"])
-    runs.rewrite_metrics(run_dir, history)
-    runs.update_record(run_dir, status="running", resumed_at_epoch=len(history))
+    if distributed.is_main():  # H10 distributed: rank 0 writes run files
+        runs.rewrite_metrics(run_dir, history)
+        runs.update_record(run_dir, status="running", resumed_at_epoch=len(history))
+    distributed.announce_resume(scalars, events)  # H10 distributed: on how many processes
     return Session(
         prepared=prepared, config=config, events=events, cancel=cancel, run_dir=run_dir,
         device=device, model=model, optimizer=optimizer,

@@ -35,7 +35,7 @@ class TrainConfig:
     pretrained weights are used, ``DEFAULT_LR`` from random init (also resolved at start);
     ``pretrained`` is ``"auto"`` (use weights found on this machine, else random init),
     ``"none"`` (random init on purpose) or a weights file path; ``threads == 0`` means
-    "all cores but one" (one is left for the GUI); ``out`` is where the bundle goes
+    all cores (``loupe.engine.core.device.default_threads``); ``out`` is where the bundle goes
     (``None``: inside the run folder). ``resize`` is fastai's resize method, one of
     ``loupe.engine.data.resize.RESIZE_METHODS`` (crop, squish, pad).
     """
@@ -69,7 +69,7 @@ class TrainConfig:
         _check_int("size", self.size, MIN_SIZE, MAX_SIZE)
         _check_int("batch_size", self.batch_size, 0, 65_536, note=" (0 means automatic)")
         _check_int("seed", self.seed, 0, 2**32 - 1)
-        _check_int("threads", self.threads, 0, 4096, note=" (0 means all cores but one)")
+        _check_int("threads", self.threads, 0, 4096, note=" (0 means all cores)")
         if self.lr is not None and not (_is_number(self.lr) and 0 < self.lr <= 10):
             raise ConfigError(f"lr {self.lr!r} must be a number in (0, 10], e.g. 1e-3")
         if self.device not in DEVICES:

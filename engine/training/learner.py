@@ -18,12 +18,20 @@ from typing import Any
 import torch
 
 from loupe.engine.core.device import DeviceInfo
-from loupe.engine.core.events import CancelToken, EventCallback
+from loupe.engine.core.events import CancelToken, EventCallback, Finished, Started, WarningEvent
+from loupe.engine.data.prefetch import Prefetch
+from loupe.engine.training import distributed  # H10 distributed
 from loupe.engine.training.augment import Augment
 from loupe.engine.training.batches import BatchLoader
 from loupe.engine.training.config import TrainConfig
 from loupe.engine.training.loop import LoopContext, channel_stats
 from loupe.engine.training.setup import build_targets
+
+# How many images a from-scratch run's normalization statistics are estimated from: the
+# first ones of its first epoch (fastai's ``Normalize`` uses one batch; a few batches'
+# worth come close to the whole set's), so that estimating them waits only for images
+# the first batches need anyway.
+STATS_SAMPLE = 256
 
 
 @dataclass(kw_only=True)
@@ -45,6 +53,7 @@ class Learner:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     ctx: LoopContext | None = None
+    prefetch: Prefetch | None = None
 
     def __post_init__(self) -> None:
         plan = self.prepared.plan
@@ -78,24 +87,72 @@ class Learner:
             self.cache.get, plan.train, self.train_targets, batch_size=self.batch_size,
             train=False, seed=self.config.seed, pin_memory=pin, resize=self.config.resize,
         )
+        distributed.shard_loaders(self)  # H10 distributed: this rank's share of the batches
 
-    def prepare_batches(self, items: Sequence[Any]) -> LoopContext:
-        """Decode ``items`` once into the cache, choose the input normalization (unless a
-        resumed run brought its own), and make the loop context every batch uses."""
-        self.cache.warm(items, on_event=self.events, cancel=self.cancel)
+    def prepare_batches(
+        self, items: Sequence[Any], *, first: Sequence[Any] | None = None
+    ) -> LoopContext:
+        """Start decoding ``items`` into the cache in background threads, choose the input
+        normalization (unless a resumed run brought its own), and make the loop context.
+
+        Decoding overlaps the first epoch (:mod:`loupe.engine.data.prefetch`): it runs in
+        the order ``first`` lists (what the first pass will ask for; default the training
+        loader's epoch-0 order), then the rest of ``items``. :meth:`decoding_finished`
+        reports the end; :meth:`close` stops it early.
+        """
+        order = self._decode_order(items, first)
+        info = {"presize": self.cache.presize, "resize": self.cache.resize}
+        self.events(Started("cache", total=len(order), info=info))
+        self.prefetch = Prefetch(self.cache.get, order, cancel=self.cancel)
         if self.mean is None or self.std is None:
-            self._choose_normalization()
+            self._choose_normalization(order)
         self.ctx = self._make_context()
         return self.ctx
 
-    def _choose_normalization(self) -> None:
-        """Pretrained: the weights' own statistics. From scratch: the data's (fastai)."""
+    def first_epoch_items(self, epoch: int) -> list[Any]:
+        """The training images in the order epoch ``epoch``'s batches take them."""
+        loader = self.train_loader
+        return [loader.items[i].item for batch in loader.batch_indices(epoch) for i in batch]
+
+    def _decode_order(self, items: Sequence[Any], first: Sequence[Any] | None) -> list[Any]:
+        if first is None:
+            first = self.first_epoch_items(0)
+        seen: set[int] = set()
+        order = []
+        for item in (*first, *items):
+            if id(item) not in seen:
+                seen.add(id(item))
+                order.append(item)
+        return order
+
+    def decoding_finished(self) -> None:
+        """Once the first epoch asked for every image: wait for the decode threads, then
+        report the cache (``Finished("cache")``, and a warning if spilling to disk failed)."""
+        prefetch, self.prefetch = self.prefetch, None
+        if prefetch is None:
+            return
+        prefetch.wait()
+        stats = self.cache.stats()
+        if stats["spill_error"]:
+            self.events(WarningEvent("cache-spill-failed", stats["spill_error"]))
+        self.events(Finished("cache", result=stats))
+
+    def close(self) -> None:
+        """Stop decoding ahead (a run that ends early leaves no work running behind it)."""
+        if self.prefetch is not None:
+            self.prefetch.stop()
+
+    def _choose_normalization(self, order: Sequence[Any]) -> None:
+        """Pretrained: the weights' own statistics. From scratch: the data's (fastai), from
+        the first :data:`STATS_SAMPLE` training images the first epoch decodes."""
         if self.random_init:
             from loupe.engine.data.stats import compute_mean_std
 
-            items = [li.item for li in self.prepared.plan.train]
+            train = {id(li.item) for li in self.prepared.plan.train}
+            sample = [item for item in order if id(item) in train][:STATS_SAMPLE]
             self.mean, self.std = compute_mean_std(
-                self.cache, items, seed=self.config.seed, cancel=self.cancel
+                self.cache, sample, sample=STATS_SAMPLE, seed=self.config.seed,
+                cancel=self.cancel,
             )
         else:
             from loupe.engine.models.architectures import model_data_config

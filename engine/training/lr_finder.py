@@ -1,9 +1,10 @@
 """fastai's learning-rate finder: train briefly while the rate grows exponentially.
 
 The loss first barely moves (rate too small), then falls (useful rates), then explodes
-(too large). The suggestion is fastai's default "valley": the middle-to-late part of the
-longest stretch where the smoothed loss keeps falling; "steep" (steepest descent) is
-reported too.
+(too large). The suggestion is fastai's default "valley": the point halfway down the
+steep descent of the smoothed loss (see :func:`valley` for how it differs from fastai's
+code); "steep" (steepest descent) is reported too. ``on_point(lr, loss)``
+is told every point as it is measured, so a GUI can draw the curve while it grows.
 
 As fastai's ``LRFinder`` is a callback on the ordinary ``fit``, the sweep runs on the
 ordinary set-up: the :class:`~loupe.engine.training.learner.Learner` that ``train`` builds
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from loupe.engine.training.loop import LoopContext, to_model_input, train_step
 
 SMOOTH_BETA = 0.98
 DIVERGE_FACTOR = 4.0
+# A rise of the loss smaller than this share of its whole fall does not end a descent.
+VALLEY_TOLERANCE = 0.05
+# The suggestion: where the smoothed loss has fallen this share of its descent.
+VALLEY_DEPTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,22 +62,57 @@ class LRFindResult:
                 "suggestion": self.suggestion, "steep": self.steep}
 
 
-def valley(lrs: list[float], losses: list[float]) -> float:
-    """fastai's ``valley``: longest decreasing run of the loss, 2/3 of the way down it."""
+class LossSmoother:
+    """fastai's smoothed loss: an exponential moving average with its start-up bias removed."""
+
+    def __init__(self, beta: float = SMOOTH_BETA) -> None:
+        self.beta, self.avg, self.count = beta, 0.0, 0
+
+    def __call__(self, loss: float) -> float:
+        self.count += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        return self.avg / (1 - self.beta**self.count)
+
+
+def smooth_losses(raw: Sequence[float]) -> list[float]:
+    """The curve the finder records for the batch losses ``raw``."""
+    smoother = LossSmoother()
+    return [smoother(loss) for loss in raw]
+
+
+def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """The rate at which the smoothed loss has come halfway down its descent into the minimum.
+
+    fastai's ``valley`` takes the longest *decreasing subsequence* of the smoothed loss,
+    whose points need not be neighbours, and the point in its middle. When the flat start
+    drifts down a little (a frozen pretrained body, small batches) that subsequence
+    begins deep in the flat part and its middle lands there: 1.4e-4 on a curve whose loss
+    fell steeply from 1e-3 and was lowest near 5e-3 (issue 12). Here the valley is the
+    *contiguous* descent ending at the lowest smoothed loss: walking back from the
+    minimum, it goes on while the loss keeps rising (going backwards), a dip of less than
+    ``VALLEY_TOLERANCE`` of the whole fall being noise. The suggestion is measured in
+    loss, not in points: the first rate at which the loss has fallen ``VALLEY_DEPTH`` of
+    that descent, so a long, slightly sloping start cannot pull it back into the flat
+    part. Halfway (fastai's code also takes the middle of its valley) rather than two
+    thirds: the smoothing (an average over about 50 batches, four decades of rate) lags
+    behind the real loss, and two thirds of the smoothed fall came at or past the real
+    minimum on short descents in simulations; halfway stayed inside the real descent.
+    """
     n = len(losses)
     if n < 2:
         return lrs[0] if lrs else float("nan")
-    lds = [1] * n
-    max_start = max_end = 0
-    for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-    sections = (max_end - max_start) / 3
-    return lrs[max_start + int(sections) + int(sections / 2)]
+    low = min(range(n), key=losses.__getitem__)
+    tolerance = VALLEY_TOLERANCE * (max(losses[: low + 1]) - losses[low])
+    if tolerance <= 0.0:  # the loss never fell: its lowest point is the least bad rate
+        return lrs[low]
+    top = low
+    for k in range(low - 1, -1, -1):
+        if losses[k] < losses[top] - tolerance:
+            break  # going back, the loss fell again: the descent starts at ``top``
+        if losses[k] > losses[top]:
+            top = k
+    target = losses[top] - (losses[top] - losses[low]) * VALLEY_DEPTH
+    return lrs[next(k for k in range(top, low + 1) if losses[k] <= target)]
 
 
 def steepest(lrs: list[float], losses: list[float]) -> float:
@@ -103,8 +143,14 @@ def lr_find(
     num_it: int = 100,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
+    on_point: Callable[[float, float], None] | None = None,
 ) -> LRFindResult:
-    """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ≤ ``num_it`` batches."""
+    """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ≤ ``num_it`` batches.
+
+    ``on_point(lr, smoothed_loss)`` is called on the sweep's thread for every batch, not
+    throttled like the Progress events: a live plot keeps the points and redraws when a
+    Progress event arrives.
+    """
     from loupe.engine.training.trainer import seed_everything
 
     events = ThrottledCallback(on_event)
@@ -116,8 +162,11 @@ def lr_find(
             learner.freeze(True)
         config = learner.config
         events(Started("lr-find", total=num_it, info={"arch": config.arch}))
-        lrs, losses = _sweep(ctx, learner.train_loader, config.size, start_lr, end_lr, num_it,
-                             events)
+        try:
+            lrs, losses = _sweep(ctx, learner.train_loader, config.size, start_lr, end_lr,
+                                 num_it, events, on_point)
+        finally:
+            learner.close()  # the sweep may end before every image was decoded
     if not lrs:
         lrs, losses = [start_lr], [float("nan")]
     suggestion, steep = suggest(lrs, losses, num_it)
@@ -127,14 +176,16 @@ def lr_find(
 
 
 def _sweep(ctx: LoopContext, loader: BatchLoader, size: int, start_lr: float, end_lr: float,
-           num_it: int, events: EventCallback) -> tuple[list[float], list[float]]:
+           num_it: int, events: EventCallback,
+           on_point: Callable[[float, float], None] | None = None,
+           ) -> tuple[list[float], list[float]]:
     """Run the batches, raising the rate each step; stop when the loss diverges.
 
     The model is in plain training mode, BatchNorm statistics included, as the finder has
     always swept (``train_epoch`` keeps pretrained statistics frozen instead)."""
     lrs: list[float] = []
     losses: list[float] = []
-    avg, best = 0.0, math.inf
+    smoother, best = LossSmoother(), math.inf
     generator = torch.Generator().manual_seed(ctx.seed)
     ctx.model.train()
     epoch = 0
@@ -151,11 +202,12 @@ def _sweep(ctx: LoopContext, loader: BatchLoader, size: int, start_lr: float, en
                 loss = float(train_step(ctx, x, yb.to(ctx.device.device)).item())
                 if not math.isfinite(loss):
                     return lrs, losses
-                avg = SMOOTH_BETA * avg + (1 - SMOOTH_BETA) * loss
-                smooth = avg / (1 - SMOOTH_BETA ** (i + 1))
+                smooth = smoother(loss)
                 lrs.append(lr)
                 losses.append(smooth)
                 best = min(best, smooth)
+                if on_point is not None:
+                    on_point(lr, smooth)
                 events(Progress("lr-find", i + 1, num_it, loss=smooth, message=f"lr {lr:.2e}"))
                 if smooth > DIVERGE_FACTOR * best or len(lrs) >= num_it:
                     return lrs, losses

@@ -14,13 +14,23 @@ image folder. Layout::
 
 Checkpoints hold no pickle: tensors go to safetensors, everything else to JSON. Both files
 are written atomically; the safetensors header carries the scalars itself, so a kill
-between the two writes can never pair weights with the wrong epoch.
+between the two writes can never pair weights with the wrong epoch. A kill during a write
+leaves a temp folder (``loupe.engine.core.atomic``), removed when the run is next locked.
+The free space is checked before each checkpoint, and a full disk stops training with one
+line naming the file, the space it needs and which epoch is kept.
+
+Disk use is bounded (:func:`prune_checkpoints`, at the start of every new run): a finished
+run's checkpoint is removed (the run cannot be resumed; its model is its bundle), and the
+checkpoints of runs that can still be resumed are kept within ``LOUPE_CHECKPOINTS_MAX_GB``,
+oldest removed first, the newest always kept. A run being trained is never touched, and
+nothing else of a run (bundle, metrics, record, config) is ever removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 import threading
@@ -31,8 +41,23 @@ from typing import Any
 import torch
 
 from loupe.engine.core import paths
-from loupe.engine.core.atomic import atomic_write_json, atomic_write_text, atomic_write_with
-from loupe.engine.core.errors import ConfigError, ModelFileError, TrainingError
+from loupe.engine.core.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    remove_stale_temps,
+)
+from loupe.engine.core.disk import (
+    CHECKPOINTS_MAX_ENV,
+    DEFAULT_CHECKPOINTS_MAX_GB,
+    FREE_SOME_SPACE,
+    Entry,
+    check_free_space,
+    limit_from_env,
+    oldest_beyond,
+    remove_paths,
+)
+from loupe.engine.core.errors import ConfigError, ModelFileError, TrainingError, WriteError
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -41,11 +66,17 @@ _MODEL, _OPTIM = "model.", "optimizer."
 
 
 def new_run_dir(arch: str) -> Path:
-    """A fresh, unique run folder named by UTC time, architecture and a random suffix."""
+    """A fresh, unique run folder named by UTC time, architecture and a random suffix.
+
+    Checkpoints of other runs are pruned first (:func:`prune_checkpoints`), so disk use
+    stays bounded however many runs a user starts.
+    """
+    cap = limit_from_env(CHECKPOINTS_MAX_ENV, DEFAULT_CHECKPOINTS_MAX_GB)  # bad value: now
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in arch)[:40]
     path = paths.runs_dir() / f"{stamp}-{safe}-{secrets.token_hex(3)}"
     path.mkdir(parents=True, exist_ok=False)
+    prune_checkpoints(cap, keep=path)
     return path
 
 
@@ -108,6 +139,15 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _record_or_empty(run_dir: Path) -> dict[str, Any]:
+    """run.json for a message or a decision that must not fail on a damaged file."""
+    try:
+        record = read_record(run_dir)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def refuse_finished(run_dir: Path) -> None:
     """A finished run has nothing left to do: resuming it would only rewrite its model."""
     record = read_record(run_dir)
@@ -154,7 +194,16 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        remove_run_temps(self.run_dir)  # ours now: no other process can be writing here
         return self
+
+    def try_acquire(self) -> bool:
+        """Acquire without waiting or raising; False when another process holds it."""
+        try:
+            self.acquire()
+        except (TrainingError, OSError):
+            return False
+        return True
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -202,6 +251,16 @@ else:
 
     def _unlock_fd(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# safetensors (0.8) writes ``.tmpXXXXXX`` next to the file it was given and renames it;
+# Loupe before this version gave it the run folder itself, so a kill left one there.
+_SAFETENSORS_TEMP = re.compile(r"^\.tmp[0-9A-Za-z]{6}$")
+
+
+def remove_run_temps(run_dir: Path) -> list[Path]:
+    """Remove what killed writes left in a run folder (the caller holds its lock)."""
+    return remove_stale_temps(run_dir, older_than_s=None, extra=_SAFETENSORS_TEMP)
 
 
 # --- checkpoints -------------------------------------------------------------------------
@@ -263,13 +322,46 @@ def save_checkpoint(
     tensors = {_MODEL + k: _plain(v) for k, v in model_state.items()}
     optim_tensors, optim_meta = flatten_optimizer(optimizer_state)
     tensors.update(optim_tensors)
-    header = dict(scalars, optimizer=optim_meta)
-    path = atomic_write_with(
-        run_dir / CHECKPOINT,
-        lambda tmp: save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header)}),
-    )
-    atomic_write_json(run_dir / CHECKPOINT_JSON, scalars)
+    header = json.dumps(dict(scalars, optimizer=optim_meta))
+    size = sum(_nbytes(t) for t in tensors.values()) + len(header) + 8 * (len(tensors) + 1)
+    try:
+        path = atomic_write_with(
+            run_dir / CHECKPOINT,
+            lambda tmp: save_file(tensors, tmp, metadata={_HEADER_KEY: header}),
+            expected_bytes=size,
+        )
+        atomic_write_json(run_dir / CHECKPOINT_JSON, scalars)
+    except WriteError as err:
+        raise _not_saved(err, run_dir, scalars) from err
     return path
+
+
+def checkpoint_bytes(model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> int:
+    """What a checkpoint of this state takes on disk (tensor bytes; the header is small)."""
+    total = sum(_nbytes(t) for t in model_state.values())
+    for per_param in optimizer_state.get("state", {}).values():
+        total += sum(_nbytes(v) for v in per_param.values() if isinstance(v, torch.Tensor))
+    return total
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _not_saved(err: WriteError, run_dir: Path, scalars: dict[str, Any]) -> WriteError:
+    """A failed checkpoint write, said with what is kept and how to go on."""
+    epoch = int(scalars.get("epochs_done") or 0)
+    kept_epoch = _checkpointed_epoch(run_dir)
+    if kept_epoch:
+        kept = (f"the checkpoint of epoch {kept_epoch} is kept; free some space, then resume "
+                f"with --resume {run_dir.name}")
+    else:
+        kept = "no epoch is saved yet; free some space and start the training again"
+    said = str(err).removesuffix(FREE_SOME_SPACE)
+    return WriteError(
+        f"{said}; the checkpoint of epoch {epoch} was not saved and training stopped: {kept}",
+        errno=err.errno, filename=err.filename,
+    )
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -288,20 +380,58 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
     path = run_dir / CHECKPOINT
     if not path.is_file():
-        raise ModelFileError(
-            f"no checkpoint in {run_dir}: the run stopped before finishing its first epoch"
-        )
+        raise ModelFileError(_no_checkpoint(run_dir))
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = json.loads((handle.metadata() or {})[_HEADER_KEY])
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except Exception as err:  # safetensors raises its own SafetensorError; JSON, KeyError
         raise ModelFileError(
-            f"checkpoint {path} is damaged or not a Loupe checkpoint: {err}"
+            f"checkpoint {path} is damaged or not a Loupe checkpoint: {err}; "
+            f"{FRESH_START}"
         ) from err
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = unflatten_optimizer(tensors, header.pop("optimizer"))
     return model_state, optimizer_state, header
+
+
+FRESH_START = "start a fresh training instead (the same command without --resume)"
+
+
+def _checkpointed_epoch(run_dir: Path) -> int | None:
+    """The epoch the run's checkpoint on disk holds (from checkpoint.json), if any."""
+    if not (run_dir / CHECKPOINT).is_file():
+        return None
+    try:
+        done = json.loads((run_dir / CHECKPOINT_JSON).read_text(encoding="utf-8"))["epochs_done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return done if isinstance(done, int) and done > 0 else None
+
+
+def _no_checkpoint(run_dir: Path) -> str:
+    """Why a run has no checkpoint, truthfully: removed by the disk cap, or never written
+    — the run stopped before its first epoch ended, or after epochs whose metrics lines
+    are written but before their checkpoint was (a kill while writing it, or before it
+    was due)."""
+    record = _record_or_empty(run_dir)
+    if record.get("checkpoint_removed"):
+        return (f"the checkpoint of run {run_dir.name} was removed on "
+                f"{record['checkpoint_removed']} to keep checkpoints within "
+                f"{CHECKPOINTS_MAX_ENV} (oldest first); it cannot be resumed: {FRESH_START}")
+    try:
+        listed = len(read_metrics(run_dir))
+    except (OSError, ValueError):
+        listed = 0
+    failure = record.get("checkpoint_error")
+    why = f" ({failure})" if isinstance(failure, str) and failure else ""
+    if listed:
+        return (f"no checkpoint in {run_dir}: its metrics list {listed} finished epoch(s), "
+                f"but the run stopped before the checkpoint of epoch {listed} was "
+                f"written{why}, so their weights were never saved; there is nothing to "
+                f"resume: {FRESH_START}")
+    return (f"no checkpoint in {run_dir}: the run stopped before finishing its first "
+            f"epoch{why}; there is nothing to resume: {FRESH_START}")
 
 
 class CheckpointWriter:
@@ -325,8 +455,16 @@ class CheckpointWriter:
         optimizer_state: dict[str, Any],
         scalars: dict[str, Any],
     ) -> None:
+        """Start writing this epoch's checkpoint; raise now (in the training thread, right
+        after the epoch) if the previous write failed or the disk cannot hold this one."""
         self.wait()
         scalars = json.loads(json.dumps(scalars))  # freeze: the caller keeps mutating its lists
+        try:
+            check_free_space(
+                self.run_dir / CHECKPOINT, checkpoint_bytes(model_state, optimizer_state)
+            )
+        except WriteError as err:
+            raise _not_saved(err, self.run_dir, scalars) from err
 
         def write() -> None:
             try:
@@ -344,3 +482,52 @@ class CheckpointWriter:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+# --- disk use ----------------------------------------------------------------------------
+
+
+def prune_checkpoints(cap: int | None = None, *, keep: Path | None = None) -> list[Path]:
+    """Remove checkpoints nobody can use, then the oldest resumable ones beyond ``cap``.
+
+    A finished run's checkpoint always goes (a finished run is never resumed; its model is
+    its bundle). Checkpoints of runs that could be resumed are kept within ``cap`` bytes
+    (default: ``LOUPE_CHECKPOINTS_MAX_GB``), oldest first, the newest always kept. Runs
+    being trained (locked) and ``keep`` are skipped. Only ``checkpoint.safetensors`` and
+    ``checkpoint.json`` are deleted; run.json records when. Returns the run folders pruned.
+    """
+    if cap is None:
+        cap = limit_from_env(CHECKPOINTS_MAX_ENV, DEFAULT_CHECKPOINTS_MAX_GB)
+    finished: list[Path] = []
+    resumable: list[Entry] = []
+    try:
+        folders = [p for p in paths.runs_dir().iterdir() if p.is_dir() and p != keep]
+    except OSError:
+        return []
+    for run_dir in folders:
+        try:
+            info = (run_dir / CHECKPOINT).stat()
+        except OSError:
+            continue
+        if _record_or_empty(run_dir).get("status") == "finished":
+            finished.append(run_dir)
+        else:
+            files = (run_dir / CHECKPOINT, run_dir / CHECKPOINT_JSON)
+            resumable.append(Entry(str(run_dir), info.st_size, info.st_mtime, files))
+    newest = max(resumable, key=lambda e: (e.mtime, e.key), default=None)
+    doomed = [Path(e.key) for e in oldest_beyond(resumable, cap) if e is not newest]
+    return [run_dir for run_dir in (*finished, *doomed) if _remove_checkpoint(run_dir)]
+
+
+def _remove_checkpoint(run_dir: Path) -> bool:
+    lock = RunLock(run_dir)
+    if not lock.try_acquire():
+        return False  # being trained right now
+    try:
+        remove_paths((run_dir / CHECKPOINT, run_dir / CHECKPOINT_JSON))
+        update_record(run_dir, checkpoint_removed=time.strftime("%Y-%m-%d %H:%M"))
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        lock.release()

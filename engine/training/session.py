@@ -20,8 +20,8 @@ import torch
 
 from loupe.engine.core.errors import TrainingError
 from loupe.engine.core.events import EpochEnded, Started, WarningEvent
-from loupe.engine.training import runs
-from loupe.engine.training.head_fit import linear_head, probe_epoch
+from loupe.engine.training import distributed, runs  # H10 distributed
+from loupe.engine.training.head_fit import linear_head  # H10: probe_epoch via distributed
 from loupe.engine.training.learner import Learner
 from loupe.engine.training.loop import NonFiniteLoss, Scores, score, train_epoch
 from loupe.engine.training.metrics import epoch_metrics
@@ -29,6 +29,8 @@ from loupe.engine.training.schedule import Cycle, one_cycle
 from loupe.engine.training.setup import imbalance_warning, random_init_message
 
 CHECKPOINT_FORMAT = 1
+# Seconds of training between checkpoint writes (see Session.save_checkpoint).
+CHECKPOINT_INTERVAL_S = 30.0
 
 
 @dataclass(kw_only=True)
@@ -47,6 +49,8 @@ class Session(Learner):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.writer = runs.CheckpointWriter(self.run_dir)
+        self._unwritten: dict[str, Any] | None = None  # the latest epoch's, not on disk yet
+        self._last_write = time.monotonic()
 
     @property
     def epochs_done(self) -> int:
@@ -64,6 +68,7 @@ class Session(Learner):
             "batch_size": self.batch_size, "size": self.config.size,
             "resize": self.config.resize,
             "run_dir": str(self.run_dir), "resumed_at_epoch": self.epochs_done,
+            **distributed.describe(),  # H10 distributed: world_size (and the ranks' pids)
         }
         self.events(Started("train", total=total_epochs, info=self.info))
         if self.random_init:
@@ -71,13 +76,19 @@ class Session(Learner):
         message = imbalance_warning(plan)
         if message:
             self.events(WarningEvent("imbalance", message))
-        self.prepare_batches([li.item for li in (*plan.train, *plan.valid)])
+        # Decoding overlaps the first epoch, in the order it takes the images: the frozen
+        # phase's linear probe reads the training images in order, SGD epochs shuffled.
+        done = self.epochs_done
+        probe = not self.random_init and done == 0 and self.config.freeze_epochs > 0
+        first = [li.item for li in plan.train] if probe else self.first_epoch_items(done)
+        self.prepare_batches([li.item for li in (*plan.train, *plan.valid)], first=first)
 
     # -- phases and epochs --------------------------------------------------------------
 
     def enter_phase(self, frozen: bool, cycle: Cycle, epoch_in_phase: int) -> None:
         """Freeze (all but head and norm layers) or unfreeze; start this phase's cycle."""
         self.freeze(frozen)
+        distributed.wrap_for_phase(self)  # H10 distributed: DDP over what trains this phase
         self.cycle = cycle
         self._reschedule(epoch_in_phase)
 
@@ -119,13 +130,15 @@ class Session(Learner):
         head = linear_head(self.model) if phase == "frozen" else None
         if head is not None:  # the frozen phase as a linear probe (see head_fit)
             loader = self.probe_loader if in_phase == 0 else self.train_loader
-            train_loss = probe_epoch(
-                self.ctx, head, loader, epoch, in_phase, size, multi_label=self.multi_label
+            train_loss = distributed.probe_epoch(  # H10 distributed: shared features
+                self.ctx, self.model, head, loader, epoch, in_phase, size,
+                multi_label=self.multi_label,
             )
         else:
             train_loss = train_epoch(
                 self.ctx, self.train_loader, epoch, size, per_epoch * (total - epoch - 1)
             )
+        train_loss = distributed.finish_train_epoch(self.model, train_loss)  # H10 distributed
         scores = self.validate(epoch, size)
         if not math.isfinite(scores.loss):
             raise NonFiniteLoss(scores.loss, epoch, None, where="validation")
@@ -143,10 +156,10 @@ class Session(Learner):
     def validate(self, epoch: int, size: int) -> Scores:
         """The validation set scored as every model is scored (:func:`loop.score`)."""
         assert self.ctx is not None
-        return score(
+        return distributed.gather_scores(score(  # H10 distributed: every rank's share
             self.model, self.valid_loader, size, device=self.device, mean=self.ctx.mean,
             std=self.ctx.std, multi_label=self.multi_label, epoch=epoch, cancel=self.cancel,
-        )
+        ))
 
     def _snapshot(self) -> dict[str, Any]:
         """CPU copies of model and optimizer state: what an OOM retry goes back to."""
@@ -156,6 +169,7 @@ class Session(Learner):
         }
 
     def _after_oom(self, snapshot: dict[str, Any], epoch_in_phase: int) -> None:
+        distributed.refuse_oom_retry(self.device.name, self.batch_size)  # H10 distributed
         if self.device.kind == "cuda":
             torch.cuda.empty_cache()
         if self.batch_size <= 1:
@@ -190,10 +204,12 @@ class Session(Learner):
         self.history.append(row)
         numbers = {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
         try:
+            self.decoding_finished()
             self.events(EpochEnded(row["epoch"], total, row["phase"], numbers))
         finally:
-            self.save_checkpoint(total)
-            runs.append_metrics(self.run_dir, row)
+            if distributed.is_main():  # H10 distributed: rank 0 alone writes run files
+                self.save_checkpoint(total)
+                runs.append_metrics(self.run_dir, row)
         if not self.overfit_warned and _overfitting(self.history):
             self.overfit_warned = True
             self.events(
@@ -206,19 +222,41 @@ class Session(Learner):
             )
 
     def save_checkpoint(self, total: int) -> None:
-        """Copy the state now; the writer thread puts it on disk while training goes on."""
+        """Copy the state now; write it to disk when due, on the writer thread.
+
+        The copy (taken synchronously, so it is the epoch's exact state) is what a stop,
+        a failure or an out-of-memory retry goes back to. Writing it costs a noticeable
+        share of a short CPU epoch (a ResNet-18 checkpoint with its AdamW moments is
+        134 MB), so it goes to disk after the last epoch and otherwise only when
+        :data:`CHECKPOINT_INTERVAL_S` of training have passed since the last write; a run
+        that is stopped or fails writes its latest copy on the way out (:meth:`flush`).
+        Only a killed process (power cut, ``kill -9``) can lose epochs, at most that
+        interval's worth.
+        """
         self.snapshot = self._snapshot()
-        scalars = {
+        self._unwritten = {
             "format": CHECKPOINT_FORMAT, "epochs_done": self.epochs_done,
             "total_epochs": total, "batch_size": self.batch_size, "history": self.history,
             "mean": list(self.mean or ()), "std": list(self.std or ()),
             "pretrained": self.pretrained, "random_init": self.random_init,
             "weights_tag": self.weights_tag,
+            "world_size": distributed.world_size(),  # H10 distributed
         }
+        due = time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S
+        if due or self.epochs_done >= total:
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        if self._unwritten is None or self.snapshot is None:
+            return
+        scalars, self._unwritten = self._unwritten, None
         self.writer.submit(self.snapshot["model"], self.snapshot["optimizer"], scalars)
+        self._last_write = time.monotonic()
 
     def flush(self) -> None:
-        """Wait until the last checkpoint is on disk (before finishing or stopping)."""
+        """Write the latest epoch's state if it is not on disk yet, and wait until it is
+        (before finishing, stopping or failing)."""
+        self._write_checkpoint()
         self.writer.wait()
 
     # -- the end --------------------------------------------------------------------------
@@ -252,9 +290,11 @@ class Session(Learner):
                 prepared=self.prepared, config=self.config, run_dir=self.run_dir,
                 history=self.history, report=report, pretrained=self.pretrained,
                 batch_size=self.batch_size,
-            ),
+            ) | {"world_size": distributed.world_size()},  # H10 distributed
         )
         path = Path(self.config.out) if self.config.out else self.run_dir / f"model{BUNDLE_SUFFIX}"
+        if not distributed.is_main():  # H10 distributed: rank 0 alone writes the bundle
+            return path.expanduser()
         self.model.eval()
         return save_bundle(path.expanduser(), self.model, meta)
 

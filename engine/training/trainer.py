@@ -31,7 +31,7 @@ from loupe.engine.core.events import (
     ThrottledCallback,
     ignore_event,
 )
-from loupe.engine.training import runs
+from loupe.engine.training import distributed, runs  # H10 distributed
 from loupe.engine.training.builders import build_session, load_run_config, restore_session
 from loupe.engine.training.config import TrainConfig
 from loupe.engine.training.loop import NonFiniteLoss
@@ -103,10 +103,10 @@ def train(
     Raises TrainingError (with advice) when training cannot go on, CancelledError when
     ``cancel`` was set; in both cases the last finished epoch's checkpoint is kept.
     """
-    events = ThrottledCallback(on_event)
+    events = ThrottledCallback(distributed.main_events(on_event))  # H10: rank 0 reports
     session: Session | None = None
     try:
-        if config.out is not None:
+        if config.out is not None and distributed.is_main():  # H10: rank 0 writes it
             from loupe.engine.core.outputs import check_output, check_writable
 
             root = getattr(getattr(prepared, "spec", None), "root", None)
@@ -114,15 +114,21 @@ def train(
             check_output(config.out, inputs=(pretrained,), folders=(root,), option="the model file")
             check_writable(config.out)
         seed_everything(config.seed)
-        with torch_threads(config.threads):
+        with (
+            distributed.joined(config.device),  # H10 distributed: the process group
+            torch_threads(distributed.cap_threads(config.threads)),  # H10: cores per process
+        ):
             session = build_session(prepared, config, events, cancel)
             return _run(session)
     except BaseException as err:
+        err = distributed.explain(err, session, cancel)  # H10 distributed: a lost peer
         _report_failure(err, session, events)
-        raise
+        raise err
     finally:
-        if session is not None and session.lock is not None:
-            session.lock.release()
+        if session is not None:
+            session.close()
+            if session.lock is not None:
+                session.lock.release()
 
 
 def resume(
@@ -137,21 +143,29 @@ def resume(
     ``prepared`` defaults to rebuilding the data from the run's data.json; either way the
     split must be the one the run started with, or the run would silently change data.
     """
-    events = ThrottledCallback(on_event)
+    events = ThrottledCallback(distributed.main_events(on_event))  # H10: rank 0 reports
     session: Session | None = None
     lock: runs.RunLock | None = None
     try:
         run_dir = runs.find_run(run)
         # Before anything reads or rewrites the run: a second resume must not touch it.
-        lock = runs.RunLock(run_dir).acquire()
+        if distributed.is_main():  # H10 distributed: rank 0 holds the run
+            lock = runs.RunLock(run_dir).acquire()
         runs.refuse_finished(run_dir)
-        with torch_threads(load_run_config(run_dir).threads):
+        saved = load_run_config(run_dir)
+        with (
+            distributed.joined(saved.device),  # H10 distributed: the process group
+            torch_threads(distributed.cap_threads(saved.threads)),  # H10: cores per process
+        ):
             session = restore_session(run_dir, prepared, events, cancel)
             return _run(session)
     except BaseException as err:
+        err = distributed.explain(err, session, cancel)  # H10 distributed: a lost peer
         _report_failure(err, session, events)
-        raise
+        raise err
     finally:
+        if session is not None:
+            session.close()
         if lock is not None:
             lock.release()
 
@@ -161,12 +175,16 @@ def _report_failure(err: BaseException, session: Session | None, events: EventCa
     # Ctrl+C that got past the CLI's cancel token is still the user stopping the run.
     cancelled = isinstance(err, CancelledError | KeyboardInterrupt)
     status = "cancelled" if cancelled else "failed"
-    if session is not None:
+    if session is not None and distributed.is_main():  # H10: rank 0 writes run files
+        fields = {"status": status, "error": str(err) or type(err).__name__}
         try:
             session.flush()
         except Exception as write_error:  # already failing: record it, keep the first error
-            runs.update_record(session.run_dir, checkpoint_error=str(write_error))
-        runs.update_record(session.run_dir, status=status, error=str(err) or type(err).__name__)
+            fields["checkpoint_error"] = str(write_error)
+        try:
+            runs.update_record(session.run_dir, **fields)
+        except OSError:  # a full disk: the run's own error is still the one reported
+            pass
     if cancelled:
         events(Cancelled("train", str(err) or "interrupted"))
     elif isinstance(err, TrainingError):
@@ -217,7 +235,9 @@ def _finish(session: Session) -> TrainResult:
     metrics = dict(report.get("metrics", {}))
     if session.history:
         metrics.update({k: v for k, v in session.history[-1].items() if k != "phase"})
-    runs.update_record(session.run_dir, status="finished", bundle=str(bundle_path), error=None)
+    metrics["world_size"] = distributed.world_size()  # H10 distributed: in the final line
+    if distributed.is_main():  # H10 distributed: rank 0 writes run files
+        runs.update_record(session.run_dir, status="finished", bundle=str(bundle_path), error=None)
     session.events(
         Finished(
             "train",

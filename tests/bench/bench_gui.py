@@ -1,7 +1,7 @@
 """Benchmark: the window stays responsive while a model trains, and appears quickly.
 
 Usage: ``QT_QPA_PLATFORM=offscreen .venv/bin/python tests/bench/bench_gui.py
-[--epochs 2] [--batch-size 32] [--repeats 3] [--paint-runs 3] [--strict]``
+[--epochs 2] [--batch-size 32] [--threads N] [--repeats 3] [--paint-runs 3] [--strict]``
 
 Every measurement runs in a fresh process (one shared temporary LOUPE_HOME, so the image
 cache is on disk after the first run, as for a user; QSettings isolated too):
@@ -73,7 +73,7 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
         "arch": "resnet18", "pretrained": "none", "size": 64, "epochs": args.epochs,
         "freeze_epochs": 0, "batch_size": args.batch_size, "lr": 1e-3, "device": "cpu",
         "seed": 0, "flip": True, "rotate": 10.0, "lighting": 0.2,
-        "progressive_resize": False, "threads": 0,
+        "progressive_resize": False, "threads": args.threads,
     }
 
 
@@ -292,7 +292,8 @@ def bench_env(home: Path) -> dict[str, str]:
 def run_child(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """Run this script as ``--child MODE``; its result is the last ``BENCH-RESULT`` line."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode,
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--threads", str(args.threads)]
     started = time.monotonic()
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=args.child_timeout)
@@ -392,6 +393,7 @@ def print_report(args: argparse.Namespace, headless: list, gui: list, paints: di
     print(f"GUI responsiveness: {os.cpu_count()} CPUs, load average {loads[0]:.2f} before, "
           f"{loads[1]:.2f} after; {cfg['arch']} {cfg['size']} px, pretrained "
           f"{cfg['pretrained']}, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, "
+          f"threads {cfg['threads'] or 'default'}, "
           f"sample {SAMPLE_LABEL} {SAMPLE_SPLIT}\n")
     print("| measure | value | target | result |\n|---|---:|---|---|")
     for row in summarize(headless, gui, paints):
@@ -431,6 +433,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for training (0: the desktop's default)")
     parser.add_argument("--repeats", type=int, default=3, help="headless/gui pairs")
     parser.add_argument("--paint-runs", type=int, default=3)
     parser.add_argument("--skip-training", action="store_true", help="first paint only")

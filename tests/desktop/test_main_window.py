@@ -187,6 +187,7 @@ def test_reopening_the_sample_with_a_damaged_project_keeps_its_rule_and_says_so(
     with qtbot.waitSignal(window.context.dataPrepared, timeout=60_000):
         window.context.open_sample()
     window.save_state()
+    window.context.flush_project()  # its own save is done before the file is damaged
     project_file(sample_dir()).write_text('{"format": 1, "label": {"kind": "nonsense"')
     again = MainWindow(AppContext())
     qtbot.addWidget(again)
@@ -288,7 +289,8 @@ def test_start_up_reopens_the_last_project_with_its_settings(qtbot, window):
     with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
         context.open_sample()
     context.project.training = {"arch": "resnet18", "epochs": 9}
-    context.save_project()
+    with qtbot.waitSignal(context.projectSaved, timeout=10_000):
+        context.save_project()  # written by a task, off the GUI thread
     window.tabs.setCurrentWidget(window.start_page)
     window.save_state()
     again = MainWindow(AppContext())
@@ -338,3 +340,43 @@ def test_warm_up_imports_the_engine_modules_the_pages_call_first():
     assert info["kind"] in ("cpu", "cuda", "mps")
     assert all(name in sys.modules for name in WARM_MODULES)
     assert "loupe.engine.training.trainer" in WARM_MODULES
+
+
+def test_saving_the_project_runs_off_the_gui_thread_and_keeps_the_newest(
+    qtbot, window, monkeypatch
+):
+    """The project file is synced to disk (tens of ms): a Start click or a label change
+    must not wait for it. Saves are written by a task, the newest settings win, and
+    opening a project first writes what is still pending."""
+    import threading
+
+    from loupe.engine.data import project as project_module
+
+    context = window.context
+    with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
+        context.open_sample()
+    writers: list[str] = []
+    real_write = project_module.Project.write
+
+    def write(self, data):
+        writers.append(threading.current_thread().name)
+        return real_write(self, data)
+
+    monkeypatch.setattr(project_module.Project, "write", write)
+    with qtbot.waitSignal(context.projectSaved, timeout=10_000):
+        context.project.training = {"epochs": 3}
+        context.save_project()
+        context.project.training = {"epochs": 4}
+        context.save_project()
+    qtbot.waitUntil(lambda: not context.runner.tasks("save-project", owner=context))
+    assert writers and threading.main_thread().name not in writers
+    assert len(writers) == 1  # the second save's snapshot; the other task had nothing left
+    saved = project_module.load_project(context.project.root)[0]
+    assert saved.training == {"epochs": 4}
+
+    # A save still pending when a project is (re)opened is written first, not lost.
+    context.project.training = {"epochs": 5}
+    context.save_project()
+    with qtbot.waitSignal(context.dataPrepared, timeout=60_000):
+        context.open_sample()
+    assert context.project.training == {"epochs": 5}

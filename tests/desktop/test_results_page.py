@@ -156,6 +156,7 @@ def test_relabel_and_exclude_are_overrides_not_file_edits(qtbot, analysed):
     root = ctx.project.root
     rel_first = first.relative_to(root).as_posix()
     rel_second = second.relative_to(root).as_posix()
+    ctx.flush_project()  # saves are written by a task: wait for them
     saved, warnings = load_project(root)
     assert not warnings
     assert saved.overrides.relabel == {rel_first: (other,)}

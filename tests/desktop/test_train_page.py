@@ -106,8 +106,11 @@ def test_download_asks_first_and_does_nothing_without_consent(train_page, qtbot,
 
 def test_import_runs_the_engine_import_in_a_worker_then_refreshes(train_page, qtbot, tmp_path,
                                                                   monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
     weights = tmp_path / "resnet18.safetensors"
-    weights.write_bytes(b"fake")
+    save_file({"fc.bias": torch.zeros(2)}, str(weights))  # a real file; the import is faked
     monkeypatch.setattr(QFileDialog, "getOpenFileName",
                         staticmethod(lambda *a, **k: (str(weights), "")))
     imported: list[tuple[Path, str]] = []
@@ -135,26 +138,70 @@ def test_import_runs_the_engine_import_in_a_worker_then_refreshes(train_page, qt
     assert train_page.settings.import_button.isHidden()
 
 
-def test_lr_finder_plot_and_click_choose_the_learning_rate(train_page, qtbot, monkeypatch):
-    seen = {}
+def test_lr_finder_draws_live_and_applies_the_rate_only_when_asked(train_page, qtbot,
+                                                                  monkeypatch):
+    """The curve grows while the sweep runs; the suggestion and a click on the curve only
+    choose a rate; "Use this rate" puts it in the field."""
+    import threading
 
-    def fake_lr_find(prepared, config, *, on_event, cancel):
+    from loupe.engine.core.events import Progress
+
+    seen = {}
+    halfway = threading.Event()
+    go_on = threading.Event()
+    lrs = [10 ** (-7 + i * 0.08) for i in range(100)]
+    losses = [1.0 - i / 200 for i in range(100)]
+
+    def fake_lr_find(prepared, config, *, on_event, cancel, on_point):
         seen["config"] = config
-        lrs = [10 ** (-7 + i * 0.08) for i in range(100)]
-        return LRFindResult(tuple(lrs), tuple(1.0 - i / 200 for i in range(100)), 3e-3, 1e-2)
+        for i, (lr, loss) in enumerate(zip(lrs, losses, strict=True)):
+            if i == 50:
+                halfway.set()
+                go_on.wait(10)
+            on_point(lr, loss)
+            on_event(Progress("lr-find", i + 1, 100, loss=loss))
+        return LRFindResult(tuple(lrs), tuple(losses), 3e-3, 1e-2)
 
     monkeypatch.setattr(loupe.engine.training, "lr_find", fake_lr_find)
     train_page.settings.size.setValue(48)
+    panel = train_page.lr_plot
+    task = train_page.find_lr()
+    qtbot.waitUntil(halfway.is_set, timeout=10_000)
+    # Drawn while the sweep is still running, before any result exists.
+    qtbot.waitUntil(lambda: len(panel.curve.xs) >= 40, timeout=10_000)
+    assert task.state is TaskState.RUNNING and panel.suggestion is None
+    assert not panel.use_button.isEnabled()
     with qtbot.waitSignal(train_page.context.runner.idle, timeout=10_000):
-        train_page.find_lr()
+        go_on.set()
     assert seen["config"].size == 48
-    assert train_page.lr_plot.suggestion == 3e-3
-    assert float(train_page.settings.lr.text()) == pytest.approx(3e-3)
-    with qtbot.waitSignal(train_page.lr_plot.lrChosen):
-        train_page.lr_plot.choose(2e-2)
+    assert len(panel.curve.xs) == 100
+    assert panel.suggestion == 3e-3 and panel.chosen == 3e-3
+    assert train_page.settings.lr.text() == ""  # not applied without asking
+    assert "Use this rate" in train_page.status.text()
+    panel.choose(2e-2)  # what a click on the curve does
+    assert train_page.settings.lr.text() == ""
+    with qtbot.waitSignal(panel.lrChosen):
+        panel.use_button.click()
     assert float(train_page.settings.lr.text()) == pytest.approx(2e-2)
     assert train_page.settings.config().lr == pytest.approx(2e-2)
     assert train_page.settings.find_lr_button.isEnabled()
+
+
+def test_a_click_on_the_lr_curve_chooses_the_rate_under_it(train_page, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+
+    panel = train_page.lr_plot
+    train_page.plots.setCurrentWidget(panel)
+    lrs = [10 ** (-7 + i * 0.08) for i in range(100)]
+    panel.show_result(lrs, [1.0 - i / 200 for i in range(100)], 3e-3)
+    chart = panel.chart
+    chart.repaint()
+    plot = chart.plot_rect()
+    qtbot.mouseClick(chart, Qt.MouseButton.LeftButton,
+                     pos=QPoint(int(plot.left() + plot.width() * 0.75), int(plot.center().y())))
+    # Three quarters across 1e-7 .. 10**0.92 on a log axis: about 10**-1.06.
+    assert panel.chosen == pytest.approx(10 ** (-7 + 0.75 * 7.92), rel=0.05)
+    assert "chosen" in panel.chart.markers[-1].label
 
 
 def test_training_cannot_start_beside_the_lr_finder_and_stop_cancels_it(train_page, qtbot,
@@ -163,7 +210,7 @@ def test_training_cannot_start_beside_the_lr_finder_and_stop_cancels_it(train_pa
 
     started = threading.Event()
 
-    def slow_lr_find(prepared, config, *, on_event, cancel):
+    def slow_lr_find(prepared, config, *, on_event, cancel, on_point):
         started.set()
         while True:  # until Stop
             cancel.raise_if_cancelled()

@@ -13,12 +13,14 @@ from loupe.engine.data.imageio import load_rgb
 from loupe.engine.data.transforms import Preprocessing
 from loupe.engine.inference.cam import (
     CAM_METHODS,
+    DEFAULT_COLORMAP,
     CamResult,
     colormap_lut,
     compute_cam,
     conv_layers,
     filters_figure,
     first_conv_filters,
+    input_outline,
     render_overlay,
     save_overlay,
     top_activating,
@@ -240,7 +242,7 @@ def test_pad_overlay_drops_the_part_of_the_map_on_the_padding():
         source=None,
     )
     overlay = np.asarray(render_overlay(result, image, opacity=1.0)).astype(int)
-    cold = colormap_lut("jet")[0].astype(int)
+    cold = colormap_lut(DEFAULT_COLORMAP)[0].astype(int)
     assert overlay.shape == (30, 60, 3)
     # rows away from the image's top and bottom edge (where the map blends over half a map
     # pixel) show the cold part of the map, across the full width
@@ -305,3 +307,83 @@ def test_filter_mosaic_tiles_every_filter_in_place():
         assert np.array_equal(mosaic[top:top + 3, left:left + 3, :3], filters[index])
     assert mosaic[:, 3, 3].max() == 0.0  # gaps stay transparent
     assert mosaic[8:, 8:, 3].max() == 0.0  # the two unused cells are empty
+
+
+def test_score_cam_reports_each_forward_and_stops_when_cancelled(corner_predictor, tmp_path):
+    """Score-CAM runs one forward per chunk of channels (seconds to minutes on a CPU): the
+    engine reports each and checks the cancel token, so the desktop shows a bar and a
+    Cancel button that works."""
+    from loupe.engine.core.errors import CancelledError
+    from loupe.engine.core.events import CancelToken, Finished, Progress, Started
+    from loupe.engine.inference import cam as cam_module
+
+    path, _ = _corner_files(tmp_path, 1)[0]
+    model = corner_predictor.model
+    forwards: list[int] = []
+    model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    events: list = []
+    result = compute_cam(corner_predictor, path, method="scorecam", layer="features",
+                         on_event=events.append)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
+    # 32 channels in chunks (8 on a CPU): prediction, baseline, one forward per chunk.
+    total = 2 + -(-32 // cam_module.scorecam_chunk(corner_predictor.device))
+    assert total > 3  # several steps: Cancel is checked between them
+    assert [(e.done, e.total) for e in progress] == [(i, total) for i in range(1, total + 1)]
+    assert len(forwards) == total  # the count is the model's real number of forwards
+    assert result.heatmap[:4, :4].sum() > result.heatmap[4:, 4:].sum()
+
+    token, seen = CancelToken(), []
+
+    def cancel_after_first(event) -> None:
+        seen.append(event)
+        if isinstance(event, Progress) and event.done == 2:
+            token.cancel()  # as the Cancel button does, from another thread
+
+    hooks_before = (len(model._forward_hooks), len(model.features._forward_hooks))
+    with pytest.raises(CancelledError):
+        compute_cam(corner_predictor, path, method="scorecam", layer="features",
+                    on_event=cancel_after_first, cancel=token)
+    assert max(e.done for e in seen if isinstance(e, Progress)) == 2
+    assert not any(isinstance(e, Finished) for e in seen)
+    # Every hook the map added is gone: the next map and prediction are unaffected.
+    assert (len(model._forward_hooks), len(model.features._forward_hooks)) == hooks_before
+    again = compute_cam(corner_predictor, path, method="gradcam", layer="features")
+    assert again.heatmap[:4, :4].sum() > again.heatmap[4:, 4:].sum()
+
+
+def test_gradient_maps_report_one_step(corner_predictor, tmp_path):
+    from loupe.engine.core.events import Progress
+
+    path, _ = _corner_files(tmp_path, 1)[0]
+    events: list = []
+    compute_cam(corner_predictor, path, layer="features", on_event=events.append)
+    assert [(e.done, e.total) for e in events if isinstance(e, Progress)] == [(1, 1)]
+
+
+def test_maps_use_a_perceptual_colormap_dark_to_bright():
+    """Not the rainbow ``jet``: lightness rises with the value, so the map reads in grey."""
+    lut = colormap_lut().astype(float)
+    lightness = lut @ np.array([0.2126, 0.7152, 0.0722])
+    assert DEFAULT_COLORMAP != "jet"
+    assert np.all(np.diff(lightness) > -1.0)  # monotonic (to rounding)
+    assert lightness[-1] - lightness[0] > 150
+
+
+def test_crop_maps_outline_the_region_the_model_saw(tmp_path):
+    """crop: the center crop is outlined; squish and pad saw the whole picture: no outline."""
+    crop = Predictor.from_file(make_bundle(tmp_path / "c.loupe", size=64))
+    path = save_noise(tmp_path / "wide.png", size=(300, 120))
+    result = compute_cam(crop, path)
+    box = input_outline(result.crop_box)
+    assert box is not None and 0.3 < box[0] < 0.35 and 0.65 < box[2] < 0.7
+    assert 0.05 < box[1] < 0.1 and 0.9 < box[3] < 0.95  # 64 of 74 px: a bit off each side
+    plain = np.asarray(render_overlay(result, opacity=0.5)).astype(int)
+    framed = np.asarray(render_overlay(result, opacity=0.5, outline=True)).astype(int)
+    left, top, bottom = round(box[0] * 300), round(box[1] * 120), round(box[3] * 120)
+    assert (framed[top:bottom, left] == 255).all()  # a white border down the crop's left
+    assert np.array_equal(framed[:, : left - 3], plain[:, : left - 3])  # outside: untouched
+    for resize in ("squish", "pad"):
+        other = Predictor.from_file(make_bundle(tmp_path / f"{resize}.loupe", size=64,
+                                                resize=resize))
+        assert input_outline(compute_cam(other, path).crop_box) is None

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from loupe.engine.core.errors import CancelledError
+from loupe.engine.core.errors import CancelledError, ConfigError
 from loupe.engine.core.events import CancelToken, Progress
 from loupe.engine.inference.folder import copy_without_overwrite, predict_folder, safe_folder_name
 from tests.engine.predict_helpers import BiasNet, ColourNet, predictor_for, save_colour
@@ -112,13 +112,19 @@ def test_sort_into_copies_by_class_and_leaves_sources_untouched(tmp_path, predic
     assert not (target / "_unknown").exists()
 
 
-def test_sort_folder_inside_the_source_is_not_predicted_again(tmp_path, predictor):
+def test_sort_folder_inside_the_source_is_refused_before_anything_is_written(
+    tmp_path, predictor
+):
     root = _tree(tmp_path / "photos").resolve()
-    predict_folder(predictor, root, tmp_path / "1.csv", sort_into=root / "sorted")
-    predict_folder(predictor, root, tmp_path / "2.csv", sort_into=root / "sorted")
-    rows = _read_csv(tmp_path / "2.csv")
-    assert not any("sorted" in path for path in rows)
-    assert len(list((root / "sorted" / "red").iterdir())) == 4  # two runs, two copies each
+    before = _fingerprint(root)
+    for target in (root, root / "sorted", root / "sub" / ".."):
+        with pytest.raises(ConfigError, match="inside the image folder"):
+            predict_folder(predictor, root, tmp_path / "1.csv", sort_into=target)
+    # the parent of a folder named like a class: the "red" copies would land in it
+    red = _tree(tmp_path / "red").resolve()
+    with pytest.raises(ConfigError, match="would be the image folder"):
+        predict_folder(predictor, red, tmp_path / "2.csv", sort_into=tmp_path)
+    assert _fingerprint(root) == before and not (tmp_path / "1.csv").exists()
 
 
 def test_cancel_writes_no_csv(tmp_path, predictor):
