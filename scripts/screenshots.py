@@ -3,7 +3,8 @@
 It runs the real workflow on the bundled sample: ask the pretrained ImageNet model about
 a photo of a cat (lesson 1's first moment, before any training), open the sample, find a
 learning rate, train a small model from scratch, then predict one image, grabbing each
-page with ``QWidget.grab()`` along the way. The image viewer (a top loss opened as a
+page with ``QWidget.grab()`` along the way, then restart the window and grab the Predict
+page of the reopened project, its model restored. The image viewer (a top loss opened as a
 double-click does) is grabbed as its own window, and the embedding map with a hovered
 point's picture. Loupe's data goes to a temporary LOUPE_HOME
 unless ``--home`` says otherwise, so the user's runs are untouched.
@@ -217,6 +218,23 @@ def run(out: Path, epochs: int, size: int, only: str = "") -> None:
 
     window.tabs.setCurrentWidget(window.models_page)
     shoot(app, window, out, "models")
+
+    # A restart: the same project reopens with its model, no visit to the Models page.
+    window.tabs.setCurrentWidget(window.predict_page)
+    window.close()
+    context.runner.shutdown()
+    context = AppContext()
+    window = MainWindow(context)
+    window.resize(1280, 820)
+    window.show()
+    window.after_first_paint()
+    context.errorRaised.connect(lambda title, text: ctx_errors.append(f"{title}: {text}"))
+    wait_until(app, lambda: context.predictor is not None, 300, "the project's model to return")
+    window.tabs.setCurrentWidget(window.predict_page)
+    window.predict_page.predict_paths([image])
+    shoot(app, window, out, "predict-restored")
+    page = window.data_page
+    wait_until(app, lambda: context.prepared is not None, 120, "the sample to load again")
 
     from loupe.desktop.theme import dark_palette
 
