@@ -33,7 +33,7 @@ from loupe.desktop.gui_words import in_gui_words
 from loupe.desktop.pages.data_advice import data_problem, ready_summary, training_problem
 from loupe.desktop.pages.train_charts import LrFinderPanel, TrainingCurves
 from loupe.desktop.pages.train_progress import FinishedNotice, RunClock
-from loupe.desktop.pages.train_settings import TrainSettings, format_lr, probe_devices
+from loupe.desktop.pages.train_settings import TrainSettings, format_lr, probe_hardware
 from loupe.desktop.pages.train_weights import WeightsActions, random_init_banner
 from loupe.desktop.widgets.epoch_table import EpochTable
 from loupe.desktop.workers import Task, TaskState, ignore_error
@@ -158,9 +158,14 @@ class TrainPage(WeightsActions, QWidget):
         if self._pending_settings:
             self.settings.apply_saved(self._pending_settings)
             self._pending_settings = None
-        self.runner.start(probe_devices, events=False, owner=self, kind="devices",
-                          on_result=self.settings.set_devices, on_error=ignore_error)
+        self.runner.start(probe_hardware, events=False, owner=self, kind="devices",
+                          on_result=self._on_hardware, on_error=ignore_error)
         self.refresh_architectures()
+
+    def _on_hardware(self, found: tuple[list[tuple[str, str]], int]) -> None:
+        devices, gpus = found
+        self.settings.set_devices(devices)
+        self.settings.set_gpu_count(gpus)
 
     # Project ------------------------------------------------------------------------
     def _on_project(self) -> None:
@@ -271,18 +276,23 @@ class TrainPage(WeightsActions, QWidget):
             self.context.report_error("Invalid training settings", exc)
             return None
         if self.context.project is not None:
-            self.context.project.training = config.to_json()
+            self.context.project.training = {**config.to_json(),
+                                             "gpus": self.settings.gpus_setting()}
             self.context.save_project()
-        from loupe.engine.training import train
+        from loupe.engine.training import launch, train
 
         self._config = config
         self._reset_view()
+        nproc = self.settings.processes()
+        # "All N GPUs": the same run on N processes, whose events come back the same way.
+        call = (train, self.context.prepared, config) if nproc == 1 else (
+            launch.train_distributed, self.context.prepared, config, nproc)
         task = self.runner.start(
-            train, self.context.prepared, config, owner=self, kind="train",
+            *call, owner=self, kind="train",
             on_event=self._on_event, on_result=self._on_finished, on_cancel=self._on_cancelled,
             on_done=self._on_done, error_title="Training failed")
         self._set_running(True)
-        self.status.setText(f"Starting {config.arch}…")
+        self.status.setText(f"Starting {config.arch}{_on_gpus(nproc)}…")
         return task
 
     def resume_run(self, run_dir: Path) -> Task | None:
@@ -296,16 +306,19 @@ class TrainPage(WeightsActions, QWidget):
             self.context.errorRaised.emit(
                 "Cannot resume now", "Wait for the current training (or finder) to end.")
             return None
-        from loupe.engine.training import resume
+        from loupe.engine.training import launch, resume
 
         self._config = None
         self._reset_view()
+        nproc = self.settings.processes()
+        call = (resume, Path(run_dir)) if nproc == 1 else (
+            launch.resume_distributed, Path(run_dir), nproc)
         task = self.runner.start(
-            resume, Path(run_dir), owner=self, kind="train",
+            *call, owner=self, kind="train",
             on_event=self._on_event, on_result=self._on_finished, on_cancel=self._on_cancelled,
             on_done=self._on_done, error_title="Cannot resume the run")
         self._set_running(True)
-        self.status.setText(f"Resuming run {Path(run_dir).name}…")
+        self.status.setText(f"Resuming run {Path(run_dir).name}{_on_gpus(nproc)}…")
         return task
 
     def stop_training(self) -> None:
@@ -358,7 +371,7 @@ class TrainPage(WeightsActions, QWidget):
             self.clock.start(event.total or 0, event.info)
             info = event.info
             self.status.setText(
-                f"Training {info.get('arch', '')} on {info.get('device_name', '')} · "
+                f"Training {info.get('arch', '')} on {_where(info)} · "
                 f"{info.get('n_train', '?')} training / {info.get('n_valid', '?')} validation "
                 f"images · batch size {info.get('batch_size', '?')} · weights: "
                 f"{info.get('pretrained', '?')}"
@@ -432,3 +445,17 @@ class TrainPage(WeightsActions, QWidget):
             self.progress.hide()
         self._set_running(False)
         self.runEnded.emit(task.state.value)
+
+
+def _on_gpus(nproc: int) -> str:
+    return f" on {nproc} GPUs" if nproc > 1 else ""
+
+
+def _where(info: dict[str, Any]) -> str:
+    """What a run's Started says it trains on: "2 GPUs (NVIDIA …)" for a distributed run
+    (rank 0 speaks for every process; each has a GPU of its own)."""
+    name, processes = info.get("device_name", ""), int(info.get("world_size") or 1)
+    if processes == 1:
+        return str(name)
+    what = "GPUs" if info.get("device") == "cuda" else "processes"
+    return f"{processes} {what} ({name})"

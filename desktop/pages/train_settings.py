@@ -1,4 +1,5 @@
-"""The Train page's settings form: architecture, schedule, augmentation, device.
+"""The Train page's settings form: architecture, schedule, augmentation, device (and,
+on a machine with several GPUs, "all N GPUs").
 
 It turns widgets into an ``loupe.engine.training.TrainConfig`` (whose ``__post_init__`` is the
 one place settings are validated) and back from the project's saved ``training`` dict.
@@ -72,6 +73,14 @@ def probe_devices() -> list[tuple[str, str]]:
         devices.append((MPS, "Apple GPU (MPS)"))
     devices.append((CPU, f"CPU ({os.cpu_count() or 1} cores)"))
     return devices
+
+
+def probe_hardware() -> tuple[list[tuple[str, str]], int]:
+    """The device probe and the number of CUDA GPUs ("all N GPUs" needs 2 or more), in
+    one worker call: both import torch."""
+    from loupe.engine.training import launch
+
+    return probe_devices(), launch.gpu_count()
 
 
 def format_lr(lr: float) -> str:
@@ -195,6 +204,14 @@ class TrainSettings(QWidget):
         self.device = QComboBox()
         self.device.addItem("Automatic (best available)", AUTO)
         self.device.addItem("CPU", CPU)
+        self.device.currentIndexChanged.connect(lambda _i: self._device_changed())
+        # One process per GPU (torch.distributed), offered once the probe finds two or more.
+        self.gpus = QComboBox()
+        self.gpus.addItem("1 GPU", 1)
+        self.gpus.setToolTip("All GPUs: one training process per GPU, each with the batch "
+                             "size above (torch.distributed)")
+        self._want_all_gpus = False  # the user's or project's choice, kept across probes
+        self.gpus.currentIndexChanged.connect(lambda _i: self._choose_gpus())
         self.seed = _spin(0, 2**31 - 1, 42)
         form.addRow("Epochs", self.epochs)
         form.addRow("Frozen epochs", self.freeze_epochs)
@@ -203,6 +220,9 @@ class TrainSettings(QWidget):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Learning rate", lr_row)
         form.addRow("Device", self.device)
+        form.addRow("GPUs", self.gpus)
+        form.setRowVisible(self.gpus, False)
+        self._schedule_form = form
         form.addRow("Seed", self.seed)
         return box
 
@@ -314,6 +334,34 @@ class TrainSettings(QWidget):
             self.device.addItem(label, value)
         self.device.setCurrentIndex(max(0, self.device.findData(current)))
 
+    def set_gpu_count(self, count: int) -> None:
+        """Offer "all N GPUs" when the probe found ``count`` >= 2 CUDA GPUs."""
+        self.gpus.blockSignals(True)  # refilling is not the user's choice
+        while self.gpus.count() > 1:
+            self.gpus.removeItem(1)
+        if count >= 2:
+            self.gpus.addItem(f"all {count} GPUs", count)
+        self.gpus.setCurrentIndex(self.gpus.count() - 1 if self._want_all_gpus else 0)
+        self.gpus.blockSignals(False)
+        self._schedule_form.setRowVisible(self.gpus, count >= 2)
+
+    def _choose_gpus(self) -> None:
+        self._want_all_gpus = self.gpus.currentIndex() > 0
+
+    def _device_changed(self) -> None:
+        """The CPU and Apple's GPU train in one process: the GPUs choice does not apply."""
+        self.gpus.setEnabled(self.device.currentData() in (AUTO, CUDA))
+
+    def processes(self) -> int:
+        """How many processes the run trains on: N for "all N GPUs", else 1."""
+        if self.device.currentData() not in (AUTO, CUDA):
+            return 1
+        return int(self.gpus.currentData() or 1)
+
+    def gpus_setting(self) -> str | int:
+        """The GPUs choice as the project saves it: "all" or 1 (N differs by machine)."""
+        return "all" if self._want_all_gpus else 1
+
     def set_lr(self, lr: float) -> None:
         if math.isfinite(lr) and lr > 0:
             self.lr.setText(format_lr(lr))
@@ -350,9 +398,13 @@ class TrainSettings(QWidget):
         from loupe.engine.training.config import TrainConfig
 
         try:
-            config = TrainConfig.from_json({k: v for k, v in saved.items() if k != "out"})
+            config = TrainConfig.from_json(
+                {k: v for k, v in saved.items() if k not in ("out", "gpus")})
         except (ConfigError, TypeError, ValueError):
             return
+        self._want_all_gpus = saved.get("gpus") == "all"
+        if self.gpus.count() > 1:
+            self.gpus.setCurrentIndex(1 if self._want_all_gpus else 0)
         if config.arch == "auto":  # the best installed one, as the engine resolves it
             if self._best_arch:
                 self.arch.setCurrentIndex(max(0, self.arch.findData(self._best_arch)))
@@ -383,8 +435,9 @@ class TrainSettings(QWidget):
     def set_running(self, running: bool) -> None:
         for widget in (self.arch, self.pretrained, self.epochs, self.freeze_epochs, self.size,
                        self.resize_method, self.batch_size, self.lr, self.find_lr_button,
-                       self.device, self.seed, self.flip, self.rotate, self.lighting,
+                       self.device, self.gpus, self.seed, self.flip, self.rotate, self.lighting,
                        self.progressive, self.import_button, self.download_button):
             widget.setEnabled(not running)
         if not running:
             self._pretrained_changed()
+            self._device_changed()
