@@ -33,7 +33,9 @@ Usage: ``python tests/bench/bench_gpu.py [--dry-run] [--images N] [--epochs 3]
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,7 @@ def import_loupe() -> None:
     except ImportError:
         pass
     shim = Path(tempfile.mkdtemp(prefix="loupe-shim-")) / "loupe"
+    atexit.register(shutil.rmtree, shim.parent, ignore_errors=True)
     shim.mkdir()
     (shim / "engine").symlink_to(REPO / "engine")
     (shim / "resources").symlink_to(REPO / "resources")
@@ -244,6 +247,7 @@ def main() -> int:
     args = _args()
     started = time.perf_counter()
     home = tempfile.mkdtemp(prefix="loupe-bench-gpu-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     os.environ["LOUPE_HOME"] = home
     os.environ["HF_HUB_OFFLINE"] = "1"
     import_loupe()
