@@ -144,7 +144,7 @@ def _total_epochs(run_dir: Path, config: Any) -> int | None:
 
 
 def use_run_model(run_dir: Path, *, on_event=None, cancel=None) -> Path:  # noqa: ANN001
-    """Worker body: the run's bundle, made from its last finished epoch if it stopped."""
+    """Worker body: the run's bundle, made from its best finished epoch if it stopped."""
     from loupe.engine.core.events import ignore_event
     from loupe.engine.training.salvage import salvage_bundle
 

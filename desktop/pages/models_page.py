@@ -5,7 +5,7 @@ a bundle can be hundreds of megabytes, and an ONNX export traces the whole model
 Saving a bundle is a copy of the trained file, written atomically, so a crash never
 leaves half a model at the destination.
 
-Each run can be used (a stopped run's last finished epoch becomes a bundle first, see
+Each run can be used (a stopped run's best finished epoch becomes a bundle first, see
 ``engine.training.salvage``), resumed (the main window continues it on the Train page)
 or deleted (after a confirmation that says how much space it frees; the engine decides
 what may be deleted, and never touches the images). The current model can be pinned to
@@ -363,8 +363,9 @@ class ModelsPage(QWidget):
         self.use_run_button.setEnabled(one is not None and one.usable)
         self.use_run_button.setToolTip(
             "" if one is None or one.finished or not one.checkpoint else
-            f"Uses the model of its last finished epoch ({one.epochs}"
-            + (f" of {one.total_epochs})" if one.total_epochs else ")"))
+            f"Uses the model of its best finished epoch (lowest validation loss; "
+            f"{one.epochs}" + (f" of {one.total_epochs}" if one.total_epochs else "")
+            + " epochs finished)")
         self.resume_button.setEnabled(one is not None and one.resumable and not training)
         self.delete_button.setEnabled(bool(selected) and not training)
 
@@ -376,7 +377,7 @@ class ModelsPage(QWidget):
         if run.bundle is not None and run.bundle.is_file():
             self.load_model(run.bundle)
             return
-        # A stopped run: its last finished epoch becomes a bundle first (a worker).
+        # A stopped run: its best finished epoch becomes a bundle first (a worker).
         self._context.statusMessage.emit(f"Making a model from run {run.run_id}…")
         self._context.runner.start(
             use_run_model, run.path, owner=self, kind="use-run",

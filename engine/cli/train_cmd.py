@@ -242,8 +242,11 @@ def _stopped_text(args: argparse.Namespace, printer: EpochPrinter) -> str:
     if not printer.epochs_done:
         return (f"loupe train: interrupted before the first epoch finished; no checkpoint "
                 f"(run folder {printer.run_dir})")
+    nproc = getattr(args, "nproc", None)
+    again = f" --nproc {nproc}" if nproc else ""  # the same processes again, if launched so
     return (f"loupe train: interrupted; the checkpoint of epoch {printer.epochs_done} is kept "
-            f"in {printer.run_dir}; continue with: loupe train {args.root} --resume {run_id}")
+            f"in {printer.run_dir}; continue with: loupe train {args.root} --resume {run_id}"
+            f"{again}")
 
 
 def _check_resume_root(args: argparse.Namespace) -> None:

@@ -63,6 +63,9 @@ CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 _HEADER_KEY = "loupe.checkpoint"
 _MODEL, _OPTIM = "model.", "optimizer."
+# The weights of the run's best epoch so far (lowest validation loss), when that is not
+# the checkpoint's own epoch: what a stopped run's model is made from (salvage).
+_BEST = "best_model."
 
 
 def new_run_dir(arch: str) -> Path:
@@ -311,15 +314,19 @@ def save_checkpoint(
     model_state: dict[str, torch.Tensor],
     optimizer_state: dict[str, Any],
     scalars: dict[str, Any],
+    best_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write model + optimizer tensors and ``scalars`` (epoch, history, ...) atomically.
 
-    safetensors writes straight into a temp file next to the target (no second in-memory
-    copy of the weights), which is fsynced and renamed over the old checkpoint.
+    ``best_state``: the model weights of an earlier, better epoch (``scalars["best_epoch"]``
+    says which), kept beside the last epoch's. safetensors writes straight into a temp
+    file next to the target (no second in-memory copy of the weights), which is fsynced
+    and renamed over the old checkpoint.
     """
     from safetensors.torch import save_file
 
     tensors = {_MODEL + k: _plain(v) for k, v in model_state.items()}
+    tensors.update({_BEST + k: _plain(v) for k, v in (best_state or {}).items()})
     optim_tensors, optim_meta = flatten_optimizer(optimizer_state)
     tensors.update(optim_tensors)
     header = json.dumps(dict(scalars, optimizer=optim_meta))
@@ -392,6 +399,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         ) from err
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = unflatten_optimizer(tensors, header.pop("optimizer"))
+    best = {k[len(_BEST) :]: v for k, v in tensors.items() if k.startswith(_BEST)}
+    if best:
+        header["best_model"] = best
     return model_state, optimizer_state, header
 
 
@@ -454,21 +464,24 @@ class CheckpointWriter:
         model_state: dict[str, torch.Tensor],
         optimizer_state: dict[str, Any],
         scalars: dict[str, Any],
+        best_state: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Start writing this epoch's checkpoint; raise now (in the training thread, right
         after the epoch) if the previous write failed or the disk cannot hold this one."""
         self.wait()
         scalars = json.loads(json.dumps(scalars))  # freeze: the caller keeps mutating its lists
         try:
+            best_bytes = sum(_nbytes(t) for t in (best_state or {}).values())
             check_free_space(
-                self.run_dir / CHECKPOINT, checkpoint_bytes(model_state, optimizer_state)
+                self.run_dir / CHECKPOINT,
+                checkpoint_bytes(model_state, optimizer_state) + best_bytes,
             )
         except WriteError as err:
             raise _not_saved(err, self.run_dir, scalars) from err
 
         def write() -> None:
             try:
-                save_checkpoint(self.run_dir, model_state, optimizer_state, scalars)
+                save_checkpoint(self.run_dir, model_state, optimizer_state, scalars, best_state)
             except BaseException as err:  # re-raised in the training thread by wait()
                 self._error = err
 

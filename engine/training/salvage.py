@@ -7,9 +7,11 @@ kind of bundle a finished run writes (same architecture, classes, preprocessing 
 normalization; the run's history in its ``training`` block, marked ``stopped_early``),
 so the desktop and the CLI can predict with it, export it or resume the run later.
 
-Only the last finished epoch's weights exist (a checkpoint replaces the previous one);
-``best_epoch`` in the summary says which epoch scored best, so a user can see whether
-the kept epoch is also the best one. The run's files are only read, apart from
+The bundle holds the weights of the run's best finished epoch (lowest validation loss):
+the checkpoint carries them beside the last epoch's whenever an earlier epoch scored
+better (``Session._write_checkpoint``); ``model_epoch`` in the summary says which epoch
+that is, and its metrics are the bundle's. A checkpoint written before this existed has
+only the last epoch's weights, which are used then. The run's files are only read, apart from
 ``run.json`` (the bundle's path) and the bundle written into the run folder; the run is
 locked while this happens, so it cannot race a resume.
 """
@@ -76,16 +78,31 @@ def salvage_bundle(
                 "model to use; resume it or train again"
             )
         model_state, _optimizer, scalars = runs.load_checkpoint(run_dir)
+        model_state, used = _best_weights(model_state, scalars)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        path = _write_bundle(run_dir, load_run_config(run_dir), model_state, scalars)
-        history = list(scalars.get("history", []))
-        runs.update_record(run_dir, bundle=str(path), salvaged_epoch=len(history))
+        path = _write_bundle(run_dir, load_run_config(run_dir), model_state, scalars, used)
+        runs.update_record(run_dir, bundle=str(path), salvaged_epoch=used)
     on_event(Finished("salvage", result={"model": str(path)}))
     return path
 
 
-def _write_bundle(run_dir: Path, config: Any, model_state: dict, scalars: dict) -> Path:
+def _best_weights(model_state: dict, scalars: dict) -> tuple[dict, int]:
+    """The weights of the run's best finished epoch (lowest validation loss) and its
+    number: the checkpoint carries them beside the last epoch's when they differ."""
+    history = list(scalars.get("history", []))
+    best = scalars.pop("best_model", None)
+    epoch = scalars.get("best_epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return model_state, len(history)
+    if 1 <= epoch < len(history) and isinstance(best, dict) and best:
+        return best, epoch
+    return model_state, len(history)
+
+
+def _write_bundle(
+    run_dir: Path, config: Any, model_state: dict, scalars: dict, used: int
+) -> Path:
     from loupe.engine.data.transforms import Preprocessing
     from loupe.engine.models.bundle import BundleMeta, save_bundle
     from loupe.engine.models.factory import create_model
@@ -103,12 +120,14 @@ def _write_bundle(run_dir: Path, config: Any, model_state: dict, scalars: dict) 
         ),
         multi_label=multi_label,
         thresholds=(0.5,) * len(classes) if multi_label else None,
-        training=_summary(run_dir, config, manifest, scalars),
+        training=_summary(run_dir, config, manifest, scalars, used),
     )
     return save_bundle(run_dir / SALVAGED_NAME, model, meta)
 
 
-def _summary(run_dir: Path, config: Any, manifest: dict, scalars: dict) -> dict[str, Any]:
+def _summary(
+    run_dir: Path, config: Any, manifest: dict, scalars: dict, used: int
+) -> dict[str, Any]:
     """The bundle's ``training`` block, as ``report.training_summary`` writes it for a
     finished run, from what the run folder kept (no validation pass: the run's last
     epoch already scored it)."""
@@ -133,7 +152,8 @@ def _summary(run_dir: Path, config: Any, manifest: dict, scalars: dict) -> dict[
         "stopped_early": True,
         "stopped": record.get("status", "stopped"),
         "best_epoch": best_epoch(history),
-        "final_metrics": dict(history[-1]) if history else {},
+        "model_epoch": used,  # the epoch whose weights this bundle holds
+        "final_metrics": dict(history[used - 1]) if history else {},
         "history": history,
         "label_rule": label_rule,
         "split_rule": split_rule,

@@ -45,6 +45,10 @@ class Session(Learner):
     overfit_warned: bool = False
     snapshot: dict[str, Any] | None = None
     lock: runs.RunLock | None = None  # held while this process trains the run
+    # The epoch (1-based) with the lowest validation loss so far, its loss and weights.
+    best_epoch: int | None = None
+    best_loss: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,6 +238,7 @@ class Session(Learner):
         interval's worth.
         """
         self.snapshot = self._snapshot()
+        self._note_best(self.snapshot["model"])
         self._unwritten = {
             "format": CHECKPOINT_FORMAT, "epochs_done": self.epochs_done,
             "total_epochs": total, "batch_size": self.batch_size, "history": self.history,
@@ -246,11 +251,29 @@ class Session(Learner):
         if due or self.epochs_done >= total:
             self._write_checkpoint()
 
+    def _note_best(self, model_state: dict[str, torch.Tensor]) -> None:
+        """Keep the weights of the epoch with the lowest validation loss so far (a copy
+        already made for the checkpoint: nothing more is copied)."""
+        loss = self.history[-1].get("valid_loss") if self.history else None
+        if not isinstance(loss, int | float) or not math.isfinite(loss):
+            return
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_state = loss, self.epochs_done, model_state
+
     def _write_checkpoint(self) -> None:
+        """Submit the pending checkpoint; while the run is not over and an earlier epoch
+        scored better than the last, its weights go in too (a stopped run's model is made
+        from them: :mod:`loupe.engine.training.salvage`)."""
         if self._unwritten is None or self.snapshot is None:
             return
         scalars, self._unwritten = self._unwritten, None
-        self.writer.submit(self.snapshot["model"], self.snapshot["optimizer"], scalars)
+        best = None
+        if self.best_epoch is not None:
+            scalars["best_epoch"] = self.best_epoch
+            unfinished = scalars["epochs_done"] < scalars["total_epochs"]
+            if unfinished and self.best_epoch != scalars["epochs_done"]:
+                best = self.best_state
+        self.writer.submit(self.snapshot["model"], self.snapshot["optimizer"], scalars, best)
         self._last_write = time.monotonic()
 
     def flush(self) -> None:

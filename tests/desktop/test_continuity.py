@@ -128,7 +128,8 @@ def test_a_stopped_run_can_be_used_and_is_labelled_as_stopped(qtbot, stopped, co
     assert page.runs_table.item(0, 5).text() == "stopped at 1/3"
     assert "MB" in page.runs_table.item(0, 4).text() or "KB" in page.runs_table.item(0, 4).text()
     assert page.use_run_button.isEnabled()  # greyed out before issue 12
-    assert "last finished epoch (1 of 3)" in page.use_run_button.toolTip()
+    assert "best finished epoch (lowest validation loss; 1 of 3 epochs finished)" in (
+        page.use_run_button.toolTip())
     with qtbot.waitSignal(context.modelChanged, timeout=60_000):
         page.use_run_button.click()
     assert context.model_path == run_dir / "model.loupe"

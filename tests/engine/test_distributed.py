@@ -408,6 +408,7 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_and_keeps_the_checkpoint(colour
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 130, err
     assert "interrupted; the checkpoint of epoch" in err and "--resume" in err
+    assert err.rstrip().endswith("--nproc 2")  # the advice starts the same processes again
     (run_dir,) = _runs()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "cancelled"
     assert json.loads((run_dir / "checkpoint.json").read_text())["epochs_done"] >= 1

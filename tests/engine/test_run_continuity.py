@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from loupe.engine.core.errors import CancelledError, ConfigError, ModelFileError, TrainingError
-from loupe.engine.core.events import CancelToken, EpochEnded
+from loupe.engine.core.events import CancelToken, EpochEnded, Started
 from loupe.engine.data.dataset import DataSpec, prepare_data
 from loupe.engine.data.labels import parse_label_rule
 from loupe.engine.data.splits import parse_split_rule
@@ -181,3 +181,69 @@ def test_a_project_remembers_its_model_pinned_first(pets, tmp_path):
     # Kept beside the project file, never in the image folder.
     assert not record_path(pets).is_relative_to(pets)
     assert json.loads(record_path(pets).read_text())["last"] is None
+
+
+def test_a_stopped_run_becomes_the_model_of_its_best_epoch_not_its_last(pets, monkeypatch):
+    """Validation loss is steered so that epoch 2 of 4 is the best; the run is stopped
+    in epoch 4. The model made from it holds epoch 2's weights and metrics, also after
+    the run was resumed and stopped again."""
+    import torch
+
+    from loupe.engine.models.bundle import load_bundle
+    from loupe.engine.training import session as session_module
+
+    monkeypatch.setattr(session_module, "CHECKPOINT_INTERVAL_S", 3600.0)  # only on stop
+    factors = {0: 1.0, 1: 0.25, 2: 2.0, 3: 3.0, 4: 4.0}  # epoch index -> loss scale
+    real_validate = session_module.Session.validate
+
+    def steered(self, epoch, size):
+        scores = real_validate(self, epoch, size)
+        scores.losses = scores.losses * factors[epoch]
+        return scores
+
+    monkeypatch.setattr(session_module.Session, "validate", steered)
+    weights: dict[int, dict] = {}
+    real_save = session_module.Session.save_checkpoint
+
+    def record(self, total):
+        real_save(self, total)
+        weights[self.epochs_done] = {k: v.clone() for k, v in self.snapshot["model"].items()}
+
+    monkeypatch.setattr(session_module.Session, "save_checkpoint", record)
+    token = CancelToken()
+    started: list[Path] = []
+
+    def stop_after(epoch):
+        def on_event(event):
+            if isinstance(event, Started) and event.task == "train":
+                started.append(Path(event.info["run_dir"]))
+            if isinstance(event, EpochEnded) and event.epoch == epoch:
+                token.cancel()
+        return on_event
+
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 5})
+    with pytest.raises(CancelledError):
+        train(_prepared(pets), config, on_event=stop_after(3), cancel=token)
+    run_dir = started[0]
+    _model, _optim, scalars = runs.load_checkpoint(run_dir)
+    assert scalars["epochs_done"] == 3 and scalars["best_epoch"] == 2
+    assert set(scalars["best_model"]) == set(weights[2])
+
+    bundle = salvage_bundle(run_dir)
+    loaded = load_bundle(bundle)
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[k], weights[2][k]) for k in weights[2])
+    assert not all(torch.equal(state[k], weights[3][k]) for k in weights[3])
+    training = loaded.meta.training
+    assert training["model_epoch"] == 2 and training["final_metrics"]["epoch"] == 2
+
+    # Resumed, it still knows epoch 2 is its best, and a stop after epoch 4 keeps it.
+    bundle.unlink()
+    runs.update_record(run_dir, bundle=None)
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        resume(run_dir, on_event=stop_after(4), cancel=token)
+    _model, _optim, scalars = runs.load_checkpoint(run_dir)
+    assert scalars["epochs_done"] == 4 and scalars["best_epoch"] == 2
+    state = load_bundle(salvage_bundle(run_dir)).model.state_dict()
+    assert all(torch.equal(state[k], weights[2][k]) for k in weights[2])

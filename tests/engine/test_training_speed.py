@@ -185,9 +185,9 @@ def _count_writes(monkeypatch) -> list[int]:
     writes: list[int] = []
     real = runs.save_checkpoint
 
-    def save(run_dir, model_state, optimizer_state, scalars):
+    def save(run_dir, model_state, optimizer_state, scalars, *best):
         writes.append(scalars["epochs_done"])
-        return real(run_dir, model_state, optimizer_state, scalars)
+        return real(run_dir, model_state, optimizer_state, scalars, *best)
 
     monkeypatch.setattr(runs, "save_checkpoint", save)
     return writes
