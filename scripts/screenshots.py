@@ -184,8 +184,8 @@ def run(out: Path, epochs: int, size: int, only: str = "") -> None:
     train.find_lr()
     settle(app, window)
     shoot(app, window, out, "train-lr-find")
-    # From random init (no network here, so no pretrained weights) fastai's 1e-3 trains
-    # better in a few epochs than the finder's cautious valley suggestion.
+    # resnet18 from random init keeps this run to a minute on a CPU (the pretrained Lite0 a
+    # newcomer gets is slower to fine-tune); fastai's 1e-3 is its rate from scratch.
     train.settings.set_lr(1e-3)
     train.plots.setCurrentWidget(train.curves)
     worker = train.start_training()
