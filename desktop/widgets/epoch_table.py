@@ -138,7 +138,13 @@ class EpochTable(QTableView):
 
     def add_epoch(self, epoch: int, metrics: Mapping[str, Any], phase: str = "") -> None:
         self._model.add_row(epoch, metrics, phase)
+        self._fit_columns()
         self.scrollToBottom()
+
+    def _fit_columns(self) -> None:
+        """Widen columns to a new row's text: ResizeToContents does not re-measure on an
+        appended row ("unfrozen" after "frozen" showed as "unfro…")."""
+        self.horizontalHeader().resizeSections(QHeaderView.ResizeMode.ResizeToContents)
 
     def add_epoch_event(self, event: Any) -> None:
         """Append an ``EpochEnded`` event (epoch, phase, metrics)."""
@@ -150,6 +156,7 @@ class EpochTable(QTableView):
         for index, row in enumerate(rows):
             epoch = int(row.get("epoch", index))
             self._model.add_row(epoch, row, str(row.get("phase", "") or ""))
+        self._fit_columns()
         self.scrollToBottom()
 
     def clear(self) -> None:

@@ -280,3 +280,19 @@ def test_live_chart_legend_avoids_the_lines(qtbot):
               for x, y in zip(s.xs, s.ys, strict=True)]
     assert box is not None and not any(box.contains(p) for p in points)
     assert not chart.grab().isNull()
+
+
+def test_epoch_table_widens_a_column_for_a_longer_row(qtbot):
+    """ResizeToContents does not re-measure when a row is appended to a shown table: the
+    fine-tune's "unfrozen" under "frozen" was cut to "unfro…"."""
+    from PySide6.QtWidgets import QApplication
+
+    table = EpochTable()
+    qtbot.addWidget(table)
+    table.resize(600, 300)
+    table.show()
+    table.add_epoch(1, {"train_loss": 0.1, "valid_loss": 0.2, "seconds": 3}, "frozen")
+    QApplication.processEvents()
+    table.add_epoch(2, {"train_loss": 0.1, "valid_loss": 0.2, "seconds": 3}, "unfrozen")
+    QApplication.processEvents()
+    assert table.columnWidth(1) >= table.sizeHintForColumn(1)
