@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +106,18 @@ class Entry:
     paths: tuple[Path, ...]
 
 
+def by_age(entry: Entry) -> tuple[float, str]:
+    """Sort key: oldest (least recently used) first, ties by key."""
+    return entry.mtime, entry.key
+
+
 def oldest_beyond(entries: Iterable[Entry], cap: int) -> list[Entry]:
     """The entries to remove, oldest first, so the rest add up to at most ``cap`` bytes."""
-    ordered = sorted(entries, key=lambda e: (e.mtime, e.key))
+    return first_beyond(sorted(entries, key=by_age), cap)
+
+
+def first_beyond(ordered: Sequence[Entry], cap: int) -> list[Entry]:
+    """The first entries of ``ordered`` to remove so the rest add up to at most ``cap``."""
     total = sum(e.size for e in ordered)
     doomed: list[Entry] = []
     for entry in ordered:

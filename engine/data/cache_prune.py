@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from loupe.engine.core.atomic import remove_stale_temps
-from loupe.engine.core.disk import Entry, remove_paths
+from loupe.engine.core.disk import Entry, by_age, first_beyond, remove_paths
 
 
 def prune_spill_folder(disk_dir: Path, cap: int, *, protect: Iterable[str] = ()) -> int:
@@ -43,16 +43,6 @@ def prune_spill_folder(disk_dir: Path, cap: int, *, protect: Iterable[str] = ())
             key = entry.name[: -len(".npy")]
             found = Entry(key, info.st_size, info.st_mtime, (Path(entry.path),))
             (mine if key in protected else others).append(found)
-    by_age = sorted(others, key=_age) + sorted(mine, key=_age)  # this session's last
-    total = sum(e.size for e in by_age)
-    doomed: list[Entry] = []
-    for candidate in by_age:
-        if total <= cap:
-            break
-        doomed.append(candidate)
-        total -= candidate.size
+    ordered = sorted(others, key=by_age) + sorted(mine, key=by_age)  # this session's last
+    doomed = first_beyond(ordered, cap)
     return remove_paths(path for gone in doomed for path in gone.paths)
-
-
-def _age(entry: Entry) -> tuple[float, str]:
-    return entry.mtime, entry.key
