@@ -141,23 +141,20 @@ def restore_session(
         random_init=bool(scalars["random_init"]), pretrained=scalars["pretrained"],
         weights_tag=scalars.get("weights_tag"), batch_size=int(scalars["batch_size"]),
         mean=tuple(scalars["mean"]), std=tuple(scalars["std"]), history=history,
-        n_groups=n_groups, **_best_so_far(scalars, history, model_state, best_state),
+        n_groups=n_groups, **_best_so_far(history, model_state, best_state),
     )
 
 
 def _best_so_far(
-    scalars: dict[str, Any], history: list[dict[str, Any]], model_state: dict, best_state: Any
+    history: list[dict[str, Any]], model_state: dict, best_state: Any
 ) -> dict[str, Any]:
-    """The resumed run's best epoch, its loss and weights (the checkpoint's own weights
-    when the best epoch is the last one), so a later stop still keeps the best."""
-    epoch = scalars.get("best_epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= len(history):
-        return {}
-    loss = history[epoch - 1].get("valid_loss")
+    """The resumed run's best epoch and its weights (the checkpoint's own weights when the
+    best epoch is the last one), so a later stop still keeps the best."""
+    epoch = runs.best_epoch(history)
     state = model_state if epoch == len(history) else best_state
-    if not isinstance(loss, int | float) or not isinstance(state, dict):
+    if epoch is None or not isinstance(state, dict):
         return {}
-    return {"best_epoch": epoch, "best_loss": float(loss), "best_state": state}
+    return {"best_epoch": epoch, "best_state": state}
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:

@@ -29,6 +29,7 @@ nothing else of a run (bundle, metrics, record, config) is ever removed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -126,6 +127,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The 1-based epoch with the lowest validation loss, the first on a tie (None when no
+    epoch has a finite one): whose weights a stopped run's model is made from."""
+    scored = [(row.get("valid_loss"), i) for i, row in enumerate(history)]
+    scored = [(v, i) for v, i in scored if isinstance(v, int | float) and math.isfinite(v)]
+    return min(scored)[1] + 1 if scored else None
 
 
 def update_record(run_dir: Path, **fields: Any) -> dict[str, Any]:

@@ -18,7 +18,6 @@ locked while this happens, so it cannot race a resume.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,6 @@ def run_bundle(run_dir: Path) -> Path | None:
     if isinstance(bundle, str) and bundle and Path(bundle).is_file():
         return Path(bundle)
     return None
-
-
-def best_epoch(history: list[dict[str, Any]]) -> int | None:
-    """The 1-based epoch with the lowest validation loss (None without one)."""
-    scored = [(row.get("valid_loss"), i) for i, row in enumerate(history)]
-    scored = [(v, i) for v, i in scored if isinstance(v, int | float) and math.isfinite(v)]
-    return min(scored)[1] + 1 if scored else None
 
 
 def salvage_bundle(
@@ -151,7 +143,7 @@ def _summary(
         "total_epochs": scalars.get("total_epochs"),
         "stopped_early": True,
         "stopped": record.get("status", "stopped"),
-        "best_epoch": best_epoch(history),
+        "best_epoch": runs.best_epoch(history),
         "model_epoch": used,  # the epoch whose weights this bundle holds
         "final_metrics": dict(history[used - 1]) if history else {},
         "history": history,

@@ -45,9 +45,8 @@ class Session(Learner):
     overfit_warned: bool = False
     snapshot: dict[str, Any] | None = None
     lock: runs.RunLock | None = None  # held while this process trains the run
-    # The epoch (1-based) with the lowest validation loss so far, its loss and weights.
+    # The epoch (1-based) with the lowest validation loss so far and its weights.
     best_epoch: int | None = None
-    best_loss: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
@@ -252,13 +251,11 @@ class Session(Learner):
             self._write_checkpoint()
 
     def _note_best(self, model_state: dict[str, torch.Tensor]) -> None:
-        """Keep the weights of the epoch with the lowest validation loss so far (a copy
-        already made for the checkpoint: nothing more is copied)."""
-        loss = self.history[-1].get("valid_loss") if self.history else None
-        if not isinstance(loss, int | float) or not math.isfinite(loss):
-            return
-        if self.best_loss is None or loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.best_state = loss, self.epochs_done, model_state
+        """Keep the weights of the epoch with the lowest validation loss so far
+        (:func:`runs.best_epoch`; a copy already made for the checkpoint: nothing more
+        is copied)."""
+        if runs.best_epoch(self.history) == self.epochs_done:
+            self.best_epoch, self.best_state = self.epochs_done, model_state
 
     def _write_checkpoint(self) -> None:
         """Submit the pending checkpoint; while the run is not over and an earlier epoch
