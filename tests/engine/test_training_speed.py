@@ -42,6 +42,19 @@ def _slow_decoding(monkeypatch, seconds: float) -> None:
     monkeypatch.setattr(cache_module, "load_presized", slow)
 
 
+def _started_sessions(monkeypatch) -> list:
+    """The sessions that start while the test runs, in order (to read their cache)."""
+    sessions: list = []
+    real_start = session_module.Session.start
+
+    def start(self, total_epochs):
+        sessions.append(self)
+        real_start(self, total_epochs)
+
+    monkeypatch.setattr(session_module.Session, "start", start)
+    return sessions
+
+
 # -- epoch 1 overlaps decoding ----------------------------------------------------------------
 
 
@@ -54,14 +67,7 @@ def test_the_first_batch_trains_before_every_image_is_decoded(folder, monkeypatc
     monkeypatch.setattr(learner_module, "STATS_SAMPLE", 8)
     _slow_decoding(monkeypatch, 0.04)
     decoded_at_step: list[int] = []
-    sessions: list = []
-    real_start = session_module.Session.start
-
-    def start(self, total_epochs):
-        sessions.append(self)
-        real_start(self, total_epochs)
-
-    monkeypatch.setattr(session_module.Session, "start", start)
+    sessions = _started_sessions(monkeypatch)
 
     def record(n, x):
         if n == 1:
@@ -98,14 +104,7 @@ def test_statistics_come_from_the_first_images_of_the_first_epoch(folder, monkey
         return real(cache, items, **kwargs)
 
     monkeypatch.setattr(stats, "compute_mean_std", spy)
-    sessions: list = []
-    real_start = session_module.Session.start
-
-    def start(self, total_epochs):
-        sessions.append(self)
-        real_start(self, total_epochs)
-
-    monkeypatch.setattr(session_module.Session, "start", start)
+    sessions = _started_sessions(monkeypatch)
     train(prepared, _config(epochs=1))
     assert len(seen) == 1
     assert seen[0] == sessions[0].first_epoch_items(0)[:8]
@@ -158,14 +157,7 @@ def test_a_failed_run_stops_decoding_ahead(folder, monkeypatch):
     prepared = _prepared(folder)
     monkeypatch.setattr(learner_module, "STATS_SAMPLE", 8)
     _slow_decoding(monkeypatch, 0.05)
-    sessions: list = []
-    real_start = session_module.Session.start
-
-    def start(self, total_epochs):
-        sessions.append(self)
-        real_start(self, total_epochs)
-
-    monkeypatch.setattr(session_module.Session, "start", start)
+    sessions = _started_sessions(monkeypatch)
     def fail(n, x):
         raise RuntimeError("a bug in the first step")
 
