@@ -65,10 +65,6 @@ class Prefetch:
             thread.start()
 
     @property
-    def total(self) -> int:
-        return len(self._items)
-
-    @property
     def done(self) -> int:
         with self._lock:
             return self._done
